@@ -1,0 +1,51 @@
+# The only entry points. `make demo` and `make test` set up everything they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RLIB := $(VENV)/R-library
+export AMBIDEX_R_LIBS := $(CURDIR)/$(RLIB)
+export R_LIBS := $(CURDIR)/$(RLIB)
+
+.PHONY: setup demo test test-python test-r bench lint clean
+
+setup: $(VENV)/.stamp-python $(RLIB)/.stamp-r
+
+$(VENV)/.stamp-r-system: DESCRIPTION tools/setup-r.sh
+	@mkdir -p $(VENV)
+	tools/setup-r.sh
+	@touch $@
+
+$(VENV)/.stamp-python: pyproject.toml $(VENV)/.stamp-r-system
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -m pip install -q -e '.[test,rpy2]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(PY) -c 'import ambidex, ambidex_stage, rpy2.robjects'
+	@touch $@
+
+$(RLIB)/.stamp-r: $(VENV)/.stamp-r-system $(shell find r -type f -not -path '*/tests/*' 2>/dev/null)
+	@mkdir -p $(RLIB)
+	R CMD INSTALL --no-multiarch --no-test-load -l $(RLIB) r >/dev/null
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/ambidex run config/churn.yaml
+	$(VENV)/bin/ambidex models list
+	$(VENV)/bin/ambidex models show churn_r
+
+test: setup test-python test-r
+
+test-python:
+	$(PY) -m pytest -q
+
+test-r:
+	Rscript --vanilla -e 'res <- testthat::test_dir("r/tests/testthat", package = "ambidex", load_package = "installed", reporter = "summary", stop_on_failure = TRUE); df <- as.data.frame(res); cat(sprintf("testthat: %d passed, %d failed, %d skipped\n", sum(df$$passed), sum(df$$failed), sum(df$$skipped)))'
+
+bench: setup
+	$(PY) -m benchmarks
+
+lint:
+	$(PY) -m ruff check orchestrator python tests benchmarks || true
+
+clean:
+	rm -rf $(VENV) .ambidex .pytest_cache

@@ -1,0 +1,100 @@
+"""cli.main: the `ambidex` command: lazy sub-command loading and the error -> exit-code mapping.
+
+Exit codes: 0 ok; 1 operational error; 2 usage or config error; 3 contract violation;
+4 a check ran and failed; 75 the pipeline is already running.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+
+import click
+
+# name -> (module, attribute, one-line help). Modules load only when their command runs, so
+# `ambidex --help` imports click alone.
+COMMANDS = {
+    "init": ("ambidex.cli.project", "init", "Scaffold a new project (ambidex.yaml, config/, python/, r/, sql/)."),
+    "validate": ("ambidex.cli.project", "validate", "Validate a pipeline YAML without running anything."),
+    "run": ("ambidex.cli.project", "run", "Run a pipeline: every stage in order, then register its models."),
+    "runs": ("ambidex.cli.runs", "runs", "List, show and track runs (pipelines and experiments)."),
+    "models": ("ambidex.cli.models", "models", "List and show registered models and versions."),
+    "score": ("ambidex.cli.models", "score", "Score a table with a registered model in its own runtime."),
+    "verify": ("ambidex.cli.models", "verify", "Check every READY model version's files against their hashes."),
+    "db": ("ambidex.cli.project", "db", "Registry database: upgrade and status."),
+    "data": ("ambidex.cli.data", "data", "Feature store: ingest, list, show, diff, lineage."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        formatter.write_paragraph()
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, COMMANDS[n][2]) for n in sorted(COMMANDS)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="ambidex")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """ambidex: MLOps on one server, R and Python models as equal citizens.
+
+    \b
+    Example:
+      ambidex init myproject && cd myproject
+      ambidex run config/example.yaml
+      ambidex models list
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and map every error to its message and exit code."""
+    from .output import wants_json
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="ambidex", standalone_mode=False)
+        return 0
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 1
+    except click.ClickException as exc:
+        if wants_json(args):
+            click.echo(json.dumps({"code": "usage.invalid", "message": exc.format_message(), "exit_code": 2}), err=True)
+        else:
+            exc.show()
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+        from ..errors import AmbidexError
+
+        if not isinstance(exc, AmbidexError):
+            raise
+        if wants_json(args):
+            click.echo(json.dumps(exc.to_dict(), ensure_ascii=False, default=str), err=True)
+        else:
+            click.echo(f"Error [{exc.code}]: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+        return exc.exit_code
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

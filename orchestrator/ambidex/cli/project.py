@@ -1,0 +1,123 @@
+"""cli.project: `ambidex init`, `validate`, `run` and `db`: thin commands over the library."""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from .output import emit, emit_table, json_option
+
+__all__ = ["init", "validate", "run", "db"]
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="Project name (default: the directory's name).")
+@click.option("--dry-run", is_flag=True, help="List the files that would be written; write nothing.")
+@json_option
+def init(directory: Path, name: str | None, dry_run: bool, as_json: bool) -> None:
+    """Scaffold a new project in DIRECTORY.
+
+    \b
+    Example:
+      ambidex init churn-project && cd churn-project && ambidex run config/example.yaml
+    """
+    from ..scaffold import scaffold_project
+
+    written = scaffold_project(directory, name=name, dry_run=dry_run)
+    emit({"directory": str(directory), "files": written, "dry_run": dry_run}, as_json,
+         human="\n".join([f"{'Would write' if dry_run else 'Wrote'} {len(written)} files in {directory}:",
+                          *(f"  {f}" for f in written),
+                          f"Next: cd {directory} && ambidex run config/example.yaml"]))
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def validate(pipeline: Path, as_json: bool) -> None:
+    """Validate PIPELINE (a YAML file) without running anything; exit 2 on the first problem found.
+
+    \b
+    Example:
+      ambidex validate config/churn.yaml
+    """
+    from ..config import load_pipeline
+    from ..workspace import Workspace
+
+    ws = Workspace.find(pipeline.parent if pipeline.parent != Path("") else Path.cwd())
+    p = load_pipeline(pipeline, ws.root)
+    stages = [{"stage": s.name, "lang": s.lang, "what": s.script or f"builtin:{s.builtin}"} for s in p.stages]
+    if as_json:
+        emit({"pipeline": p.name, "valid": True, "stages": stages}, True)
+    else:
+        click.echo(f"{pipeline}: valid pipeline '{p.name}' with {len(stages)} stages.")
+        emit_table(stages, ["stage", "lang", "what"], False)
+
+
+def _parse_window(text: str | None):
+    if not text:
+        return None
+    try:
+        start, end = text.split("/")
+        def p(s: str) -> datetime:
+            dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+            return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None and len(s) <= 10 else dt
+        s, e = p(start), p(end)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not START/END, e.g. 2024-01-01/2024-02-01 (UTC).", param_hint="--window")
+    if s.tzinfo is None or e.tzinfo is None:
+        raise click.BadParameter(f"'{text}' has a time without a zone; add Z or +00:00.", param_hint="--window")
+    if not s < e:
+        raise click.BadParameter(f"window start {start} is not before end {end}.", param_hint="--window")
+    return s.astimezone(timezone.utc), e.astimezone(timezone.utc)
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--window", help="Half-open UTC window START/END passed to every stage, e.g. 2024-01-01/2024-02-01.")
+@json_option
+def run(pipeline: Path, window: str | None, as_json: bool) -> None:
+    """Run PIPELINE: each stage as a process in order, then register the models it produced.
+
+    \b
+    Example:
+      ambidex run config/churn.yaml
+    """
+    from ..pipeline import run_pipeline
+    from ..progress import stage_reporter
+    from ..workspace import Workspace
+
+    ws = Workspace.find(pipeline.parent if pipeline.parent != Path("") else Path.cwd())
+    with stage_reporter(enabled=not as_json) as report:
+        summary = run_pipeline(ws, pipeline, window=_parse_window(window), on_stage=report)
+    if as_json:
+        emit(summary.to_dict(), True)
+        return
+    click.echo(f"Run {summary.run_id} of '{summary.pipeline}': {summary.status}")
+    emit_table(summary.stages, ["stage", "lang", "runner", "status", "wall_seconds", "cpu_seconds", "peak_rss_mb"], False)
+    if summary.models:
+        click.echo("Registered:")
+        emit_table(summary.models, ["name", "version", "language", "task", "stage"], False)
+
+
+@click.group()
+def db() -> None:
+    """The registry database (SQLite by default; PostgreSQL and MariaDB supported)."""
+
+
+@db.command("upgrade")
+@json_option
+def db_upgrade(as_json: bool) -> None:
+    """Apply pending migrations to the registry database.
+
+    \b
+    Example:
+      ambidex db upgrade
+    """
+    from ..workspace import Workspace
+
+    ws = Workspace.find(Path.cwd())
+    ws.registry()
+    emit({"upgraded": True}, as_json, human="Registry schema is up to date.")

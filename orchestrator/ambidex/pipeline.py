@@ -1,0 +1,253 @@
+"""pipeline: execute a validated pipeline's stages in order and record the run in the registry.
+
+The orchestrator owns all state: stages only read their ``context.json`` and write into their
+own output folder. Models are registered after *every* stage succeeded, so a crash anywhere
+registers nothing.
+
+    >>> ws = Workspace.find(Path("."))                                    # doctest: +SKIP
+    >>> summary = run_pipeline(ws, Path("config/churn.yaml"))             # doctest: +SKIP
+    >>> [(m["name"], m["version"]) for m in summary.models]               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from .errors import AmbidexError, ContractError, StageError
+from .lineage import collect_lineage
+from .runners import StageLaunch, StageOutcome, r_version, run_stage
+from .workspace import Workspace
+
+__all__ = ["RunSummary", "run_pipeline", "write_context", "check_outputs"]
+
+log = logging.getLogger(__name__)
+CONTRACT_VERSION = 1
+
+
+@dataclass
+class RunSummary:
+    """The outcome of one pipeline run: stage measurements, metrics and registered model versions."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    stages: list[dict] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)
+    outputs: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
+                "stages": self.stages, "models": self.models}
+
+
+def _stage_params(stage, pipeline) -> dict:
+    return dict(stage.params or {})
+
+
+def _resolve_inputs(stage, produced: dict[str, dict], ws: Workspace) -> dict:
+    """Map each input reference to a concrete path: STAGE.OUTPUT, file:PATH or model:NAME[:VERSION]."""
+    inputs = {}
+    for name, ref in (stage.inputs or {}).items():
+        if ref.startswith("file:"):
+            path = (ws.root / ref[len("file:"):]).resolve()
+            inputs[name] = {"kind": "table", "path": str(path), "schema": str(_sidecar(path))}
+        elif ref.startswith("model:"):
+            parts = ref[len("model:"):].split(":")
+            reg = ws.registry()
+            mv = reg.get_model_version(parts[0], int(parts[1]) if len(parts) > 1 else None)
+            inputs[name] = {"kind": "model", "path": str(reg.model_path(mv))}
+        else:
+            inputs[name] = produced[ref]
+    return inputs
+
+
+def _sidecar(csv_path: Path) -> Path:
+    return csv_path.with_name(csv_path.stem + ".schema.json")
+
+
+def _declared_outputs(stage, out_dir: Path) -> dict:
+    outputs = {}
+    for name, spec in (stage.outputs or {}).items():
+        if spec.kind == "table":
+            outputs[name] = {"kind": "table", "path": str(out_dir / f"{name}.csv")}
+        else:
+            outputs[name] = {"kind": "model", "path": str(out_dir / name)}
+    return outputs
+
+
+def write_context(path: Path, context: dict) -> None:
+    """Validate and write ``context.json`` (contract section 2.1) atomically."""
+    from ambidex_stage.validate import validate_document
+
+    validate_document("context", context)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(context, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_outputs(stage_name: str, outcome: StageOutcome, outputs: dict) -> None:
+    """Every declared output exists and honours the contract; result.json validates."""
+    from ambidex_stage.errors import ContractViolation
+    from ambidex_stage.manifest import read_manifest
+    from ambidex_stage.validate import validate_document
+
+    try:
+        validate_document("result", outcome.result)
+        for name, out in outputs.items():
+            p = Path(out["path"])
+            if out["kind"] == "table":
+                if not p.is_file() or not _sidecar(p).is_file():
+                    raise ContractError(
+                        f"Stage '{stage_name}' declared output table '{name}' but did not write "
+                        f"{p.name} with its schema sidecar {_sidecar(p).name}.",
+                        code="contract.invalid_table",
+                        hint="Write it with ctx.write_table (Python) or ctx_write_table (R).")
+                validate_document("table", json.loads(_sidecar(p).read_text(encoding="utf-8")))
+            else:
+                read_manifest(p)
+    except ContractViolation as exc:
+        raise ContractError(f"Stage '{stage_name}': {exc.message}", code=exc.code, hint=exc.hint) from exc
+
+
+def _launch_for(stage, pipeline, ws: Workspace, stage_dir: Path) -> StageLaunch:
+    defaults = pipeline.defaults
+    runner = "subprocess" if stage.lang == "python" else (stage.runner or defaults.runner)
+    r_settings = getattr(ws.settings, "r", None)
+    py_settings = getattr(ws.settings, "python", None)
+    return StageLaunch(
+        stage=stage.name, lang=stage.lang, runner=runner,
+        script=(ws.root / stage.script) if stage.script else None, builtin=stage.builtin,
+        context_path=stage_dir / "context.json", stage_dir=stage_dir, project_root=ws.root,
+        timeout=float(stage.timeout or defaults.timeout),
+        python=(py_settings.executable if py_settings and py_settings.executable else os.sys.executable),
+        rscript=(r_settings.rscript if r_settings else "Rscript"),
+        r_libs=tuple(str(ws.root / p) for p in (r_settings.libs or [])) if r_settings else (),
+    )
+
+
+def run_pipeline(ws: Workspace, pipeline_path: Path, *, window: tuple[datetime, datetime] | None = None,
+                 on_stage: Callable[[str, str], None] | None = None) -> RunSummary:
+    """Run every stage of the pipeline at ``pipeline_path``; register its models when all succeed.
+
+    Raises StageError (the failing stage, its exit code and the tail of stderr) or ContractError;
+    the run is then recorded as FAILED and no model version is registered.
+    """
+    from .config import load_pipeline
+
+    pipeline = load_pipeline(pipeline_path, ws.root)
+    reg = ws.registry()
+    scripts = {s.name: ws.root / s.script for s in pipeline.stages if s.script}
+    has_r = any(s.lang == "r" for s in pipeline.stages)
+    lineage = collect_lineage(ws.root, config_path=pipeline_path.resolve(), scripts=scripts,
+                              r_version=r_version() if has_r else None)
+    run_id = reg.start_run("pipeline", pipeline=pipeline.name, window=window, lineage=lineage)
+    summary = RunSummary(run_id=run_id, pipeline=pipeline.name, status="RUNNING")
+    produced: dict[str, dict] = {}
+    to_register: list[tuple] = []
+    notify = on_stage or (lambda stage, state: None)
+    try:
+        reg.log_params(run_id, {f"{s.name}.{k}": v for s in pipeline.stages for k, v in (s.params or {}).items()})
+        for stage in pipeline.stages:
+            notify(stage.name, "start")
+            stage_dir = ws.runs_dir / run_id / stage.name
+            out_dir = stage_dir / "out"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            outputs = _declared_outputs(stage, out_dir)
+            context = {
+                "contract_version": CONTRACT_VERSION, "run_id": run_id, "pipeline": pipeline.name,
+                "stage": stage.name, "lang": stage.lang, "project_root": str(ws.root),
+                "output_dir": str(out_dir), "params": _stage_params(stage, pipeline),
+                "inputs": _resolve_inputs(stage, produced, ws), "outputs": outputs,
+                "window": ({"start": _iso(window[0]), "end": _iso(window[1])} if window else None),
+                "seed": int(pipeline.defaults.seed),
+            }
+            launch = _launch_for(stage, pipeline, ws, stage_dir)
+            write_context(launch.context_path, context)
+            outcome = run_stage(launch)
+            script_hash = lineage["scripts"].get(stage.name, {}).get("sha256")
+            error = outcome.error
+            if error is None:
+                try:
+                    check_outputs(stage.name, outcome, outputs)
+                except AmbidexError as exc:
+                    error = exc
+            _record_stage(reg, run_id, outcome, script_hash, stage_dir, error)
+            summary.stages.append(_stage_summary(outcome, error))
+            if error is not None:
+                notify(stage.name, "failed")
+                raise error
+            _log_result(reg, run_id, stage.name, outcome.result, window)
+            notify(stage.name, "done")
+            for name, out in outputs.items():
+                produced[f"{stage.name}.{name}"] = _as_input(out)
+                summary.outputs[f"{stage.name}.{name}"] = out
+                spec = stage.outputs[name]
+                if spec.kind == "model" and spec.register:
+                    to_register.append((spec.register, Path(out["path"]), stage.name, outcome))
+        for model_name, folder, stage_name, outcome in to_register:
+            mv = reg.register_model_version(
+                model_name, folder, run_id=run_id, stage=stage_name,
+                lineage={"run_id": run_id, "stage": stage_name, "data_version": None,
+                         "window": context["window"] if window else None,
+                         "git_commit": lineage["git_commit"], "git_dirty": lineage["git_dirty"],
+                         "config_hash": lineage["config_hash"]},
+                resources={"train_wall_seconds": round(outcome.wall_seconds, 6),
+                           "train_cpu_seconds": round(outcome.cpu_seconds, 6),
+                           "peak_rss_bytes": outcome.peak_rss_bytes,
+                           "payload_bytes": _payload_bytes(folder)},
+            )
+            summary.models.append({"name": mv.name, "version": mv.version, "language": mv.language,
+                                   "task": mv.task, "stage": stage_name})
+    except BaseException:
+        reg.end_run(run_id, "FAILED")
+        summary.status = "FAILED"
+        raise
+    reg.end_run(run_id, "FINISHED")
+    summary.status = "FINISHED"
+    return summary
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def _as_input(out: dict) -> dict:
+    if out["kind"] == "table":
+        p = Path(out["path"])
+        return {"kind": "table", "path": str(p), "schema": str(_sidecar(p))}
+    return {"kind": "model", "path": out["path"]}
+
+
+def _payload_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _record_stage(reg, run_id: str, o: StageOutcome, script_hash, stage_dir: Path, error) -> None:
+    reg.record_stage_run(
+        run_id, o.stage, lang=o.lang, runner=o.runner, status="FAILED" if error else "FINISHED",
+        exit_code=o.exit_code, started_at=o.started_at, ended_at=o.ended_at,
+        wall_seconds=o.wall_seconds, cpu_seconds=o.cpu_seconds, peak_rss_bytes=o.peak_rss_bytes,
+        script_hash=script_hash, log_dir=str(stage_dir),
+        error_code=getattr(error, "code", None), error_message=(error.message[:2000] if error else None),
+    )
+
+
+def _stage_summary(o: StageOutcome, error) -> dict:
+    return {"stage": o.stage, "lang": o.lang, "runner": o.runner,
+            "status": "FAILED" if error else "FINISHED", "exit_code": o.exit_code,
+            "wall_seconds": round(o.wall_seconds, 3), "cpu_seconds": round(o.cpu_seconds, 3),
+            "peak_rss_mb": round(o.peak_rss_bytes / 2**20, 1) if o.peak_rss_bytes else None}
+
+
+def _log_result(reg, run_id: str, stage: str, result: dict, window) -> None:
+    metrics = [{"name": m["name"], "value": m.get("value"), "step": m.get("step", 0)}
+               for m in result.get("metrics") or []]
+    if metrics:
+        reg.log_metrics(run_id, metrics, stage=stage, window=_iso(window[0]) if window else None)
+    if result.get("params"):
+        reg.log_params(run_id, result["params"], prefix=stage)

@@ -1,0 +1,86 @@
+"""workspace: a project's folders and databases on disk, and opening its registry.
+
+    >>> ws = Workspace.find(Path.cwd())        # doctest: +SKIP
+    >>> reg = ws.registry()                    # migrated, ready to write   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+__all__ = ["Workspace", "current_actor"]
+
+
+def current_actor() -> str:
+    """The operating-system user: the identity recorded for every change."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+@dataclass
+class Workspace:
+    """A project root with its validated ``ambidex.yaml``."""
+
+    root: Path
+    settings: object  # ambidex.config.Project
+    _registry: object = field(default=None, repr=False)
+
+    @classmethod
+    def find(cls, start: Path) -> "Workspace":
+        """The project holding ``start`` (walking up to ``ambidex.yaml``)."""
+        from .config import find_project_root, load_project
+
+        root = find_project_root(Path(start).resolve())
+        return cls(root=root, settings=load_project(root))
+
+    def _path(self, value: str | os.PathLike) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self._path(self.settings.state)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self._path(self.settings.artifacts)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @cached_property
+    def registry_url(self) -> str:
+        """The registry URL: ``$AMBIDEX_REGISTRY_URL``, the env var named in config, or the config value;
+        a relative SQLite path is resolved against the project root."""
+        url = os.environ.get("AMBIDEX_REGISTRY_URL")
+        env_name = getattr(self.settings, "registry_url_env", None)
+        if not url and env_name:
+            url = os.environ.get(env_name)
+        url = url or self.settings.registry
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+            url = prefix + str(self.root / url[len(prefix):])
+        return url
+
+    def registry(self, *, actor: str | None = None):
+        """The migrated registry of this project (opened once per Workspace)."""
+        if self._registry is None:
+            from .artifacts import ArtifactStore
+            from .db import connect, migrate
+            from .registry import Registry
+
+            engine = connect(self.registry_url)
+            migrate(engine)
+            self._registry = Registry(engine, ArtifactStore(self.artifacts_dir), actor=actor or current_actor())
+        return self._registry
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.engine.dispose()
+            self._registry = None
