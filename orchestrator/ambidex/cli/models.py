@@ -8,7 +8,7 @@ import click
 from ..errors import CheckFailed, UsageError
 from .output import emit, emit_table, json_option
 
-__all__ = ["models", "score", "verify"]
+__all__ = ["models", "verify"]
 
 
 def _ws():
@@ -74,7 +74,7 @@ def models_show(ref, as_json):
     click.echo("lineage: " + ", ".join(f"{k}={v}" for k, v in lin.items()))
 
 
-@click.command()
+@models.command("score")
 @click.argument("ref")
 @click.option("--input", "input_csv", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Typed table (CSV with its .schema.json sidecar).")
@@ -86,7 +86,7 @@ def score(ref, input_csv, output_csv, keep, as_json):
 
     \b
     Example:
-      ambidex score churn_r --input window.csv --output predictions.csv --keep customer_id
+      ambidex models score churn_r --input window.csv --output predictions.csv --keep customer_id
     """
     from ..scoring import score_folder
 
