@@ -62,6 +62,14 @@ class Workspace:
         env_name = getattr(self.settings, "registry_url_env", None)
         if not url and env_name:
             url = os.environ.get(env_name)
+            if not url:
+                from .errors import ConfigError
+
+                raise ConfigError(
+                    f"{self.root / 'ambidex.yaml'}: registry_url_env names ${env_name}, which is not set.",
+                    code="config.env_missing",
+                    hint=f"Export {env_name}=<SQLAlchemy URL> (for example in the crontab line), "
+                         "or remove registry_url_env to use the default SQLite registry.")
         url = url or self.settings.registry
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
