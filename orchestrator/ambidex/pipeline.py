@@ -92,7 +92,7 @@ def write_context(path: Path, context: dict) -> None:
 
 def check_outputs(stage_name: str, outcome: StageOutcome, outputs: dict) -> None:
     """Every declared output exists and honours the contract; result.json validates."""
-    from ambidex_stage.errors import ContractViolation
+    from ambidex_stage.errors import StageSDKError
     from ambidex_stage.manifest import read_manifest
     from ambidex_stage.validate import validate_document
 
@@ -110,7 +110,7 @@ def check_outputs(stage_name: str, outcome: StageOutcome, outputs: dict) -> None
                 validate_document("table", json.loads(_sidecar(p).read_text(encoding="utf-8")))
             else:
                 read_manifest(p)
-    except ContractViolation as exc:
+    except StageSDKError as exc:
         raise ContractError(f"Stage '{stage_name}': {exc.message}", code=exc.code, hint=exc.hint) from exc
 
 

@@ -1,0 +1,59 @@
+"""result: write a stage's result.json (SPEC 2.2) atomically, validated against result.v1.json."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from .validate import CONTRACT_VERSION, validate_document
+
+__all__ = ["write_result", "dump_json_atomic"]
+
+
+def dump_json_atomic(path, doc) -> Path:
+    """Write ``doc`` as UTF-8 JSON (2-space indent, no NaN) to a temporary file, fsync, then os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _finite(v):
+    if v is None or isinstance(v, bool):
+        return v if v is None else float(v)
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def write_result(output_dir, status: str, metrics=(), params=None, outputs=None, artifacts=(), error=None) -> Path:
+    """Write ``<output_dir>/result.json``; returns its path.
+
+    ``metrics`` is a list of ``{"name", "value", "step"}`` (a non-finite value is written as null);
+    ``error`` an ``{"code", "message", "hint"}`` dict, required when ``status`` is ``"error"``.
+
+    >>> import tempfile
+    >>> write_result(tempfile.mkdtemp(), "ok").name
+    'result.json'
+    """
+    doc = {
+        "contract_version": CONTRACT_VERSION,
+        "status": status,
+        "metrics": [{"name": str(m["name"]), "value": _finite(m.get("value")), "step": int(m.get("step", 0))}
+                    for m in metrics],
+        "params": dict(params or {}),
+        "outputs": dict(outputs or {}),
+        "artifacts": [dict(a) for a in artifacts],
+        "error": error,
+    }
+    validate_document("result", doc, source="result.json")
+    return dump_json_atomic(Path(output_dir) / "result.json", doc)

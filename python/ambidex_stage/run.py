@@ -1,0 +1,132 @@
+"""run: the stage entry point, ``python -m ambidex_stage.run SCRIPT.py`` or ``--builtin train|score``.
+
+Loads the context (``AMBIDEX_CONTEXT`` or ``--context PATH``), runs the script's ``main(ctx)``
+(or its top-level code, which may call ``ambidex_stage.stage_context()``), checks that every
+declared output exists, and writes result.json. On any exception: the traceback goes to stderr,
+result.json gets ``status: "error"`` and ``error {code, message, hint}`` (code from the exception's
+``.code``, else ``stage.failed``), and the exit code is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import runpy
+import sys
+import traceback
+from pathlib import Path
+
+from .context import Context, set_current
+from .errors import StageError
+from .result import write_result
+
+__all__ = ["main", "run_stage", "check_outputs"]
+
+_CODE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+def check_outputs(ctx: Context) -> None:
+    """Raise ``stage.failed`` naming the first declared output that was not written (or is invalid)."""
+    from .manifest import read_manifest
+    from .tables import read_schema, sidecar_path
+
+    for name, out in ctx.outputs.items():
+        p = ctx._abs(out["path"])
+        if out["kind"] == "table":
+            if not p.is_file() or not sidecar_path(p).is_file():
+                raise StageError(f"Stage {ctx.stage!r} did not write its declared table output {name!r} "
+                                 f"({p if not p.is_file() else sidecar_path(p)} is missing).",
+                                 hint=f"Call ctx.write_table({name!r}, df) before main returns.")
+            read_schema(p)
+        else:
+            if not (p / "model.json").is_file():
+                raise StageError(f"Stage {ctx.stage!r} did not write its declared model output {name!r} ({p}).",
+                                 hint=f"Write the model folder (model.json and payload) at ctx.output_path({name!r}).")
+            read_manifest(p)
+
+
+def _error_dict(exc: BaseException) -> dict:
+    code = getattr(exc, "code", None)
+    if not (isinstance(code, str) and _CODE_RE.match(code)):
+        code = "stage.failed"
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    hint = getattr(exc, "hint", None)
+    return {"code": code, "message": str(message), "hint": hint if isinstance(hint, str) else None}
+
+
+def run_stage(ctx: Context, script: str | None = None, builtin: str | None = None) -> int:
+    """Run one stage under ``ctx``; writes result.json and returns the exit code (0 or 1)."""
+    set_current(ctx)
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if builtin:
+            from . import builtins
+
+            if builtin not in ("train", "score"):
+                raise StageError(f"Unknown built-in stage {builtin!r}.", hint="Use train or score.")
+            getattr(builtins, builtin)(ctx)
+        else:
+            path = Path(script)
+            if not path.is_absolute():
+                path = ctx.project_root / path
+            if not path.is_file():
+                raise StageError(f"Stage script {path} does not exist.", hint="Fix the stage's script path.")
+            sys.path.insert(0, str(path.parent))
+            try:
+                ns = runpy.run_path(str(path), run_name="__ambidex_stage__")
+            except SystemExit as e:
+                if e.code not in (0, None):
+                    raise StageError(f"Stage script {path.name} called sys.exit({e.code!r}).",
+                                     hint="Raise an exception (or return) instead of exiting.") from None
+                ns = {}
+            fn = ns.get("main")
+            if callable(fn):
+                try:
+                    fn(ctx)
+                except SystemExit as e:
+                    if e.code not in (0, None):
+                        raise StageError(f"main() called sys.exit({e.code!r}).",
+                                         hint="Raise an exception (or return) instead of exiting.") from None
+        check_outputs(ctx)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes result.json
+        traceback.print_exc(file=sys.stderr)
+        write_result(ctx.output_dir, "error", ctx.metrics, ctx.logged_params, {}, ctx.artifacts, _error_dict(exc))
+        return 1
+    finally:
+        set_current(None)
+    write_result(ctx.output_dir, "ok", ctx.metrics, ctx.logged_params, ctx.declared_outputs(), ctx.artifacts)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ambidex_stage.run",
+                                 description="Run one ambidex stage. Example: python -m ambidex_stage.run stages/train.py")
+    ap.add_argument("script", nargs="?", help="the stage script (defines main(ctx) or uses stage_context())")
+    ap.add_argument("--builtin", choices=["train", "score"], help="run a built-in stage instead of a script")
+    ap.add_argument("--context", help="context.json (default: $AMBIDEX_CONTEXT)")
+    args = ap.parse_args(argv)
+    if bool(args.script) == bool(args.builtin):
+        ap.error("give exactly one of SCRIPT or --builtin")
+    try:
+        ctx = Context.load(args.context)
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        _result_without_context(args.context or os.environ.get("AMBIDEX_CONTEXT"), exc)
+        return 1
+    return run_stage(ctx, args.script, args.builtin)
+
+
+def _result_without_context(path, exc) -> None:
+    """Best effort: an invalid context still gets result.json in its output_dir when that is readable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            out = Path(json.load(f)["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        write_result(out, "error", error=_error_dict(exc))
+    except Exception:  # noqa: BLE001 - nothing more we can do; stderr has the traceback
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""tables: read and write typed tables, a CSV plus its ``.schema.json`` sidecar, exactly as contract/SPEC.md section 3.
+
+Bytes written (one canonical form; readers also accept any RFC 4180 quoting):
+
+- UTF-8, no BOM, ``,`` separator, ``\\n`` line ends, header row with the names in schema order
+  (a name is quoted only when it holds ``,``, ``"``, ``\\r`` or ``\\n``).
+- missing (any type): an empty unquoted field. string and category text: always quoted, ``"``
+  doubled, so the empty string is ``""`` and the text ``NA`` is ``"NA"``.
+- integer: decimal digits with optional ``-``. boolean: ``true`` / ``false``.
+- double: the shortest decimal that round-trips bit-exactly (Arrow's shortest formatting, e.g.
+  ``0.1``, ``1e+300``, ``5e-324``, ``-0``); ``Inf`` / ``-Inf``; NaN is missing in pandas, so it is
+  written as an empty field.
+- timestamp: ``YYYY-MM-DDTHH:MM:SSZ``, with ``.ffffff`` (6 digits) only when the microseconds are
+  not zero; sub-microsecond values are refused.
+
+Reading: unquoted empty -> missing; quoted ``""`` -> empty string. Header != schema names, a value
+that does not parse as its type, a wrong field count or a row_count mismatch ->
+``contract.invalid_table`` naming file, line (record number, header = line 1) and column. A
+category label outside the levels is also ``contract.invalid_table`` (``contract.unseen_level`` is
+reserved for scoring against a signature). Missing in a ``nullable: false`` column ->
+``contract.type_mismatch``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+from .errors import ContractError
+from .signature import coerce_series, coerce_to_signature, schema_from_frame
+from .validate import validate_document
+
+__all__ = ["read_table", "write_table", "read_schema", "sidecar_path", "schema_from_frame", "coerce_to_signature"]
+
+_CHUNK_ROWS = 50_000
+_TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
+_HINT = "Rewrite the table with an ambidex SDK, or fix the CSV or its .schema.json (contract/SPEC.md section 3)."
+
+
+def sidecar_path(csv_path) -> Path:
+    """``data.csv`` -> ``data.schema.json`` (a path without ``.csv`` gets ``.schema.json`` appended)."""
+    p = Path(csv_path)
+    return p.with_name(p.name[:-4] + ".schema.json") if p.name.endswith(".csv") else p.with_name(p.name + ".schema.json")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _check_schema(schema: dict, source) -> None:
+    validate_document("table", schema, source=str(source))
+    names = [c["name"] for c in schema["columns"]]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ContractError(f"Table schema {source} names column(s) {dup} more than once.",
+                            code="contract.invalid_document", hint=_HINT)
+    for c in schema["columns"]:
+        lv = c.get("levels") or []
+        if c["type"] == "category" and len(set(lv)) != len(lv):
+            raise ContractError(f"Table schema {source}: column {c['name']!r} repeats a level in {lv}.",
+                                code="contract.invalid_document", hint=_HINT)
+
+
+def read_schema(csv_path) -> dict:
+    """Read and validate the sidecar schema of ``csv_path``."""
+    sp = sidecar_path(csv_path)
+    try:
+        with open(sp, encoding="utf-8") as f:
+            schema = json.load(f)
+    except FileNotFoundError:
+        raise ContractError(f"Table {csv_path} has no schema sidecar {sp}.", code="contract.invalid_table",
+                            hint="Write tables with write_table(), which writes the sidecar beside the CSV.") from None
+    except json.JSONDecodeError as e:
+        raise ContractError(f"Schema sidecar {sp} is not JSON: {e}.", code="contract.invalid_document",
+                            hint=_HINT) from None
+    _check_schema(schema, sp)
+    return schema
+
+
+# ---------------------------------------------------------------- writing
+
+def _quote_name(n: str) -> str:
+    return '"' + n.replace('"', '""') + '"' if re.search(r'[,"\r\n]', n) or n == "" else n
+
+
+def _quote_text(arr):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    q = pa.scalar('"')
+    return pc.binary_join_element_wise(q, pc.replace_substring(arr, '"', '""'), q, "")
+
+
+def _field_text(s, col):
+    """Field text of one canonical Series: a pyarrow string array, missing already ''."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col["type"]
+    if t == "category":
+        codes = s.cat.codes.to_numpy()
+        levels = _quote_text(pa.array(list(col["levels"]), type=pa.string())) if col["levels"] else pa.array([], pa.string())
+        out = levels.take(pa.array(codes, mask=codes < 0, type=pa.int32())) if len(levels) else pa.nulls(len(s), pa.string())
+    elif t == "string":
+        out = _quote_text(pa.array(s.to_numpy(dtype=object, na_value=None), type=pa.string(), from_pandas=True))
+    elif t == "double":
+        v = s.to_numpy(dtype=np.float64)
+        a = pa.array(v, from_pandas=True)
+        out = pc.cast(a, pa.string())
+        inf = np.isinf(v)
+        if inf.any():
+            out = pc.if_else(pa.array(inf), pa.array(np.where(v > 0, "Inf", "-Inf")), out)
+    elif t in ("integer", "boolean"):
+        out = pc.cast(pa.array(s.to_numpy() if isinstance(s.dtype, np.dtype) else s.array, from_pandas=True), pa.string())
+    elif t == "timestamp":
+        ns = s.array.asi8 if hasattr(s.array, "asi8") else s.to_numpy().view(np.int64)
+        miss = s.isna().to_numpy()
+        if (ns[~miss] % 1000).any():
+            raise ContractError(f"Column {col['name']!r} has sub-microsecond timestamps; the contract carries "
+                                "microseconds.", code="contract.type_mismatch", column=col["name"],
+                                hint=f"Round it: df[{col['name']!r}].dt.floor('us').")
+        us = ns // 1000
+        secs, frac = np.divmod(us, 1_000_000)
+        base = pc.strftime(pa.array(secs.astype("datetime64[s]"), mask=miss), format="%Y-%m-%dT%H:%M:%S")
+        fr = pc.utf8_lpad(pc.cast(pa.array(frac), pa.string()), 6, "0")
+        fr = pc.if_else(pa.array(frac == 0), pa.scalar(""), pc.binary_join_element_wise(".", fr, ""))
+        out = pc.binary_join_element_wise(base, fr, pa.scalar("Z"), "")
+    else:  # pragma: no cover - schemas are validated first
+        raise ContractError(f"Unknown type {t!r}.", code="contract.invalid_document")
+    return pc.fill_null(out, "")
+
+
+def _body_bytes(lines):
+    import numpy as np
+
+    offs = np.frombuffer(lines.buffers()[1], dtype=np.int64 if str(lines.type) == "large_string" else np.int32)
+    start, end = int(offs[lines.offset]), int(offs[lines.offset + len(lines)])
+    return lines.buffers()[2][start:end] if end > start else b""
+
+
+def write_table(df, csv_path, schema: dict | None = None) -> dict:
+    """Write ``df`` as ``csv_path`` plus its sidecar; returns the schema written.
+
+    ``schema`` defaults to :func:`schema_from_frame`; when given, the frame is matched to it by
+    column name and converted losslessly (``contract.type_mismatch`` otherwise). Both files are
+    written to a temporary name and moved into place (CSV first, then the sidecar).
+
+    >>> import pandas as pd, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> write_table(pd.DataFrame({"s": ["", None]}), os.path.join(d, "t.csv"))["row_count"]
+    2
+    >>> open(os.path.join(d, "t.csv"), "rb").read()
+    b's\\n""\\n\\n'
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    path = Path(csv_path)
+    df = df.set_axis([str(c) for c in df.columns], axis=1)
+    if schema is None:
+        schema = schema_from_frame(df)
+    else:
+        schema = {**schema, "contract_version": 1, "row_count": int(len(df))}
+        _check_schema(schema, "(schema given to write_table)")
+    cols = schema["columns"]
+    df, extras = coerce_to_signature(df, cols)
+    if extras:
+        raise ContractError(f"write_table: the frame has columns {extras} that the schema does not declare.",
+                            code="contract.invalid_table", hint="Drop them or add them to the schema.")
+    canon = {c["name"]: df[c["name"]] for c in cols}
+    n = len(df)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write((",".join(_quote_name(c["name"]) for c in cols) + "\n").encode("utf-8"))
+            for lo in range(0, n, _CHUNK_ROWS) if cols else ():
+                fields = [_field_text(canon[c["name"]].iloc[lo:lo + _CHUNK_ROWS], c) for c in cols]
+                line = pc.binary_join_element_wise(*fields, ",") if len(fields) > 1 else fields[0]
+                lines = pc.binary_join_element_wise(line, pa.scalar(""), "\n")
+                f.write(_body_bytes(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _atomic_write_bytes(sidecar_path(path), (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return schema
+
+
+# ---------------------------------------------------------------- reading
+
+def _fail(path, line, column, what):
+    loc = ", ".join(x for x in (f"line {line}" if line is not None else "",
+                                f"column {column!r}" if column is not None else "") if x)
+    loc = f", {loc}" if loc else ""
+    return ContractError(f"Table {path}{loc}: {what}.", code="contract.invalid_table", hint=_HINT,
+                         file=str(path), line=line, column=column)
+
+
+def _read_header(path: Path):
+    with open(path, encoding="utf-8", newline="") as f:
+        try:
+            return next(csv.reader(f, strict=True))
+        except StopIteration:
+            return None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise _fail(path, 1, None, f"the header does not parse ({e})") from None
+
+
+def _first_bad_index(values, ok):
+    for i, v in enumerate(values):
+        if v is not None and not ok(v):
+            return i, v
+    return None, None
+
+
+def _convert(path, arr, col):
+    """A pandas Series in the canonical dtype from one column of CSV text (pyarrow string array)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t, name = col["type"], col["name"]
+    miss = arr.is_null().to_numpy(zero_copy_only=False)
+
+    def bad(i, v, expect):
+        return _fail(path, i + 2, name, f"value {v!r} is not a valid {t} ({expect})")
+
+    if t in ("integer", "double"):
+        target = pa.int64() if t == "integer" else pa.float64()
+        try:
+            typed = pc.cast(arr, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            def ok(v):
+                try:
+                    pc.cast(pa.array([v]), target)
+                    return True
+                except pa.ArrowInvalid:
+                    return False
+            i, v = _first_bad_index(arr.to_pylist(), ok)
+            raise bad(i, v, "decimal digits" if t == "integer" else "a decimal number, NaN, Inf or -Inf") from None
+        if t == "integer":
+            vals = typed.to_numpy(zero_copy_only=False) if not miss.any() else None
+            return pd.Series(vals if vals is not None else pd.arrays.IntegerArray(
+                pc.fill_null(typed, 0).to_numpy(), miss), dtype="int64" if vals is not None else "Int64")
+        return pd.Series(typed.to_numpy(zero_copy_only=False), dtype="float64")
+    if t == "boolean":
+        ok = pc.or_kleene(pc.equal(arr, "true"), pc.equal(arr, "false"))
+        if pc.all(pc.fill_null(ok, True)).as_py() is False:
+            i = int(np.argmin(pc.fill_null(ok, True).to_numpy(zero_copy_only=False)))
+            raise bad(i, arr[i].as_py(), "true or false")
+        b = pc.equal(arr, "true")
+        if miss.any():
+            return pd.Series(pd.arrays.BooleanArray(pc.fill_null(b, False).to_numpy(zero_copy_only=False), miss))
+        return pd.Series(b.to_numpy(zero_copy_only=False), dtype=bool)
+    if t == "string":
+        return pd.Series(arr.to_pandas() if len(arr) else pd.Series([], dtype="str"), dtype="str")
+    if t == "category":
+        levels = list(col["levels"])
+        codes = pc.index_in(arr, value_set=pa.array(levels, type=pa.string()))
+        unknown = pc.and_(pc.is_null(codes), pc.invert(arr.is_null()))
+        if pc.any(unknown).as_py():
+            i = int(np.argmax(unknown.to_numpy(zero_copy_only=False)))
+            raise bad(i, arr[i].as_py(), f"one of the levels {levels[:20]}")
+        c = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int32)
+        return pd.Series(pd.Categorical.from_codes(c, categories=pd.Index(levels, dtype="str")))
+    if t == "timestamp":
+        ok = pc.match_substring_regex(arr, _TS_RE)
+        if pc.all(pc.fill_null(ok, True)).as_py() is False:
+            i = int(np.argmin(pc.fill_null(ok, True).to_numpy(zero_copy_only=False)))
+            raise bad(i, arr[i].as_py(), "YYYY-MM-DDTHH:MM:SS[.ffffff]Z")
+        try:
+            s = pd.to_datetime(pd.Series(arr.to_numpy(zero_copy_only=False), dtype=object), format="ISO8601", utc=True)
+            return s.astype("datetime64[ns, UTC]")
+        except (ValueError, OverflowError) as e:
+            raise _fail(path, None, name, f"a timestamp does not parse ({e})") from None
+    raise ContractError(f"Unknown type {t!r}.", code="contract.invalid_document")  # pragma: no cover
+
+
+def _row_error(path, names, e, newlines):
+    """Re-read single-threaded to find the line of a CSV parse error."""
+    import pyarrow.csv as pcsv
+
+    rows = []
+
+    def handler(row):
+        rows.append(row)
+        return "error"
+    try:
+        pcsv.read_csv(path, **_options(names, use_threads=False, handler=handler, newlines=newlines))
+    except Exception:  # noqa: BLE001 - we only want the recorded row
+        pass
+    if rows:
+        r = rows[0]
+        line = r.number if r.number is not None else None
+        return _fail(path, line, None, f"expected {r.expected_columns} fields, found {r.actual_columns} "
+                                       f"({r.text[:80]!r})")
+    return _fail(path, None, None, f"the CSV does not parse ({e})")
+
+
+def _options(names, use_threads=True, handler=None, newlines=True):
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    # newlines_in_values forces serial chunking (3-4x slower); only text columns can hold newlines.
+    return dict(
+        read_options=pcsv.ReadOptions(column_names=names, skip_rows=1, use_threads=use_threads,
+                                      block_size=1 << 24),
+        parse_options=pcsv.ParseOptions(newlines_in_values=newlines, ignore_empty_lines=False,
+                                        invalid_row_handler=handler),
+        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, null_values=[""],
+                                            strings_can_be_null=True, quoted_strings_can_be_null=False))
+
+
+def read_table(csv_path, schema: dict | None = None):
+    """Read a typed table into a DataFrame in the canonical dtypes of its schema.
+
+    ``schema`` defaults to the sidecar beside ``csv_path``.
+
+    >>> import pandas as pd, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> _ = write_table(pd.DataFrame({"s": ["", None, "NA"]}), p)
+    >>> read_table(p)["s"].tolist()
+    ['', nan, 'NA']
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    path = Path(csv_path)
+    if schema is None:
+        schema = read_schema(path)
+    else:
+        _check_schema(schema, f"(schema of {path})")
+    names = [c["name"] for c in schema["columns"]]
+    if not path.is_file():
+        raise ContractError(f"Table {path} does not exist.", code="contract.invalid_table",
+                            hint="Check the path, or the stage that should have written it.")
+    header = _read_header(path)
+    if header != names and not (header is None and not names):
+        raise _fail(path, 1, None, f"the header {header} does not equal the schema's column names {names}"
+                    + (" (the file starts with a BOM; write UTF-8 without BOM)" if header and header[0].startswith("\ufeff") else ""))
+    if not names:
+        return pd.DataFrame(index=pd.RangeIndex(schema.get("row_count", 0)))
+    newlines = any(c["type"] in ("string", "category") for c in schema["columns"])
+    try:
+        table = pcsv.read_csv(path, **_options(names, newlines=newlines))
+    except pa.ArrowInvalid as e:
+        raise _row_error(path, names, e, newlines) from None
+    out = {c["name"]: _convert(path, table.column(c["name"]).combine_chunks(), c) for c in schema["columns"]}
+    df = pd.DataFrame(out)
+    if "row_count" in schema and schema["row_count"] != len(df):
+        raise _fail(path, None, None, f"the schema says row_count {schema['row_count']} but the CSV has {len(df)} rows")
+    for c in schema["columns"]:
+        if c.get("nullable") is False and df[c["name"]].isna().any():
+            line = int(df[c["name"]].isna().to_numpy().argmax()) + 2
+            raise ContractError(f"Table {path}, line {line}, column {c['name']!r}: missing value in a column "
+                                "declared nullable: false.", code="contract.type_mismatch", column=c["name"],
+                                hint="Fill the missing values upstream, or declare the column nullable.")
+    return df
