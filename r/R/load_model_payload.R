@@ -1,0 +1,86 @@
+#' Load the payload of a model folder, verified before it is deserialised
+#'
+#' The single code path that reads `model.rds` (reliability promise 3): it
+#' validates `model.json` (a newer `contract_version` is refused), checks the
+#' payload path stays inside the folder, checks every file listed in `files`
+#' against its sha256 and size (a mismatch fails with `artifact.hash_mismatch`
+#' naming the file and both digests, and nothing is deserialised), refuses any
+#' format but `rds` (`artifact.format_not_allowed`), checks the minimum R
+#' version and the packages, and only then calls [readRDS()]. A folder not yet
+#' registered (`files` null) is loaded without the hash check.
+#'
+#' @param folder Path of the model folder.
+#' @return The payload, with the manifest as attribute `"manifest"`.
+#' @export
+#' @examples
+#' \dontrun{
+#' m <- load_model_payload("contract/golden/r/model")
+#' attr(m, "manifest")$task
+#' }
+load_model_payload <- function(folder) {
+  folder <- normalizePath(folder, mustWork = FALSE)
+  manifest_path <- file.path(folder, "model.json")
+  manifest <- json_read(manifest_path, code = "contract.invalid_manifest")
+  validate_document("model", manifest)
+  rt <- manifest$runtime
+  if (!identical(rt$language, "r") || !identical(rt$format, "rds")) {
+    amb_abort("artifact.format_not_allowed",
+              paste0("The R runtime loads only format 'rds'; ", manifest_path, " has language '",
+                     rt$language, "', format '", rt$format, "'."),
+              "A model is scored by the runtime that produced it: score this one with the Python SDK.")
+  }
+  payload <- model_file_path(folder, rt$payload)
+  verify_model_files(folder, manifest)
+  if (getRversion() < package_version(rt$min_language_version)) {
+    amb_abort("stage.runtime_missing",
+              paste0("The model needs R >= ", rt$min_language_version, "; this is R ", getRversion(), "."),
+              "Upgrade R on this host.")
+  }
+  missing <- names(rt$packages)[!vapply(names(rt$packages), requireNamespace, logical(1), quietly = TRUE)]
+  if (length(missing)) {
+    amb_abort("stage.runtime_missing",
+              paste0("The model needs R package(s) not installed: ", paste(missing, collapse = ", "), "."),
+              paste0("Install them: apt-get install ", paste0("r-cran-", tolower(missing), collapse = " "), "."))
+  }
+  model <- readRDS(payload)
+  attr(model, "manifest") <- manifest
+  model
+}
+
+model_file_path <- function(folder, rel) {
+  parts <- strsplit(rel, "[/\\\\]")[[1]]
+  path <- file.path(folder, rel)
+  inside <- startsWith(normalizePath(path, mustWork = FALSE), paste0(folder, "/"))
+  if (grepl("^[/\\\\]", rel) || any(parts == "..") || !inside) {
+    amb_abort("contract.invalid_manifest", paste0("File '", rel, "' escapes the model folder ", folder, "."),
+              "Manifest paths are relative to the model folder, without '..'.")
+  }
+  if (!file.exists(path)) {
+    amb_abort("contract.invalid_manifest", paste0("model.json names '", rel, "', which is not in ", folder, "."),
+              "The folder is incomplete; re-register the model version.")
+  }
+  path
+}
+
+verify_model_files <- function(folder, manifest) {
+  files <- manifest$files
+  if (is.null(files)) return(invisible())
+  if (!manifest$runtime$payload %in% names(files)) {
+    amb_abort("contract.invalid_manifest",
+              paste0("model.json lists files but not its payload '", manifest$runtime$payload, "'."),
+              "Re-register the model so every file is hashed.")
+  }
+  for (rel in names(files)) {
+    path <- model_file_path(folder, rel)
+    expected <- files[[rel]]$sha256
+    actual <- digest::digest(file = path, algo = "sha256")
+    if (!identical(actual, expected) || file.size(path) != files[[rel]]$size) {
+      amb_abort("artifact.hash_mismatch",
+                paste0("File '", rel, "' of ", folder, " has sha256 ", actual, " (", file.size(path),
+                       " bytes) but model.json records ", expected, " (", files[[rel]]$size, " bytes)."),
+                "The file changed after registration: do not load it. Run `ambidex verify` and restore the version.",
+                file = rel, expected = expected, actual = actual)
+    }
+  }
+  invisible()
+}

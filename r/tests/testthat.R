@@ -1,0 +1,4 @@
+library(testthat)
+library(ambidex)
+
+test_check("ambidex")
