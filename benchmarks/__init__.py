@@ -1,0 +1,1 @@
+"""benchmarks: reproducible comparisons against bare baselines and peer tools (`make bench`)."""
