@@ -28,6 +28,9 @@ from typing import Annotated, Any, Iterable, Iterator, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from .deploy import DeploymentSpec
+from .governance import GovernanceSpec
+from .notify import NotifySpec
 from .errors import ConfigError
 from .yamlload import Check, YamlDocument, format_path, load_validated
 
@@ -201,6 +204,9 @@ class Project(_Model):
     state: NonEmpty = ".ambidex"
     r: RSettings = Field(default_factory=RSettings)
     python: PythonSettings = Field(default_factory=PythonSettings)
+    # Project-wide defaults; a pipeline's own sections take precedence for its models.
+    governance: GovernanceSpec | None = None
+    notify: NotifySpec | None = None
     _root: Path | None = PrivateAttr(default=None)
 
     @property
@@ -290,6 +296,9 @@ class Pipeline(_Model):
     description: str | None = None
     defaults: Defaults = Field(default_factory=Defaults)
     stages: Annotated[list[Stage], Field(min_length=1)]
+    deploy: DeploymentSpec | None = None
+    governance: GovernanceSpec | None = None
+    notify: NotifySpec | None = None
     _source: Path | None = PrivateAttr(default=None)
     _sha256: str | None = PrivateAttr(default=None)
 

@@ -55,7 +55,7 @@ def _resolve_inputs(stage, produced: dict[str, dict], ws: Workspace) -> dict:
     for name, ref in (stage.inputs or {}).items():
         if ref.startswith("file:"):
             path = (ws.root / ref[len("file:"):]).resolve()
-            inputs[name] = {"kind": "table", "path": str(path), "schema": str(_sidecar(path))}
+            inputs[name] = {"kind": "table", "path": str(path)}
         elif ref.startswith("model:"):
             parts = ref[len("model:"):].split(":")
             reg = ws.registry()
@@ -77,6 +77,8 @@ def _declared_outputs(stage, out_dir: Path) -> dict:
             outputs[name] = {"kind": "table", "path": str(out_dir / f"{name}.csv")}
         else:
             outputs[name] = {"kind": "model", "path": str(out_dir / name)}
+            if spec.register:
+                outputs[name]["name"] = spec.register
     return outputs
 
 
@@ -219,7 +221,7 @@ def _iso(ts: datetime) -> str:
 def _as_input(out: dict) -> dict:
     if out["kind"] == "table":
         p = Path(out["path"])
-        return {"kind": "table", "path": str(p), "schema": str(_sidecar(p))}
+        return {"kind": "table", "path": str(p)}
     return {"kind": "model", "path": out["path"]}
 
 

@@ -307,10 +307,10 @@ def _run_rpy2(launch: StageLaunch, clock) -> StageOutcome:
                 f".libPaths(unique(c({libs}, .libPaths()))); "
                 f"setTimeLimit(elapsed = {timeout}, transient = TRUE); "
                 f"on.exit(setTimeLimit(), add = TRUE); "
-                f"{_r_call(launch, exit_=False)} }})"
+                f"({_r_call(launch, exit_=False)}) }})"  # parentheses: rpy2 returns None for invisible values
             )
             status = ro.r(code)
-            exit_code = int(status[0]) if len(status) else 0
+            exit_code = int(status[0]) if status is not None and len(status) else 1
         except Exception as exc:  # rpy2 raises RRuntimeError for R conditions escaping run_stage
             err.write(f"{exc}\n")
             exit_code = 1

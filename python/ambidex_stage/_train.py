@@ -125,7 +125,7 @@ def fit_model(ctx) -> Path:
                 {"name": "prediction", "type": "category", "levels": levels, "nullable": True})
     vi = _python_version().split(".")
     manifest = {
-        "contract_version": 1, "name": _model_name(ctx), "version": None, "created": _now_utc(),
+        "contract_version": 1, "name": _model_name(ctx, out_name), "version": None, "created": _now_utc(),
         "producer": {"language": "python", "language_version": _python_version(), "library": "scikit-learn",
                      "library_version": sklearn.__version__, "sdk_version": __version__},
         "runtime": {"language": "python", "payload": "model.joblib", "format": "joblib",

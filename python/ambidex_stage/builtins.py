@@ -273,8 +273,11 @@ def _golden(X, inputs, pred, sc, task, n):
     return positive, negative
 
 
-def _model_name(ctx):
-    name = ctx.params.get("name") or re.sub(r"[^a-z0-9_-]", "_", ctx.pipeline.lower())
+def _model_name(ctx, output=None):
+    """The registered name the orchestrator put on the model output, else params.model_name,
+    else the pipeline name (same order as the R SDK)."""
+    declared = (ctx.outputs.get(output) or {}).get("name") if output else None
+    name = declared or ctx.params.get("model_name") or re.sub(r"[^a-z0-9_-]", "_", ctx.pipeline.lower())
     return name if re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", name) else ("m_" + name)[:63]
 
 

@@ -23,7 +23,8 @@ builtin_train <- function(ctx) {
   resources <- list(train_wall_seconds = unname(elapsed[["elapsed"]]),
                     train_cpu_seconds = unname(elapsed[["user.self"]] + elapsed[["sys.self"]]),
                     peak_rss_bytes = NULL)
-  write_model_folder(trained, folder, name = params$model_name %||% ctx$pipeline,
+  write_model_folder(trained, folder,
+                     name = ctx$outputs[[model_name]]$name %||% params$model_name %||% ctx$pipeline,
                      golden_n = builtin_param(params, "golden_n", 5L),
                      lineage = lineage, resources = resources)
   for (m in names(trained$metrics)) ctx_log_metric(ctx, m, trained$metrics[[m]])

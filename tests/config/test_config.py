@@ -153,13 +153,13 @@ def test_loading_creates_nothing_on_disk(project):
 def test_unknown_key_suggests_and_lists_allowed_keys(project):
     assert problems_of(project, VALID.replace("description:", "descripton:")) == [
         "config/p.yaml:3: descripton: unknown key 'descripton' (did you mean 'description'?); "
-        "allowed keys: version, name, description, defaults, stages",
+        "allowed keys: version, name, description, defaults, stages, deploy, governance, notify",
     ]
 
 
 def test_on_as_a_key_is_the_unknown_key_on(project):
     assert problems_of(project, stage_yaml("on: push\n")) == [
-        "config/p.yaml:7: on: unknown key 'on'; allowed keys: version, name, description, defaults, stages",
+        "config/p.yaml:7: on: unknown key 'on'; allowed keys: version, name, description, defaults, stages, deploy, governance, notify",
     ]
 
 
@@ -507,7 +507,7 @@ def test_project_problems(project):
         'ambidex.yaml:6: python.executable: expected text, got a number: 3.10 (YAML reads it as 3.1); '
         'quote it: "3.10"',
         "ambidex.yaml:7: approvers: unknown key 'approvers'; allowed keys: version, project, registry, "
-        "registry_url_env, artifacts, state, r, python",
+        "registry_url_env, artifacts, state, r, python, governance, notify",
     ]
     assert "hunter2" not in str(info.value.to_dict())
 

@@ -23,6 +23,13 @@ COMMANDS = {
     "verify": ("ambidex.cli.models", "verify", "Check every READY model version's files against their hashes."),
     "db": ("ambidex.cli.project", "db", "Registry database: upgrade and status."),
     "data": ("ambidex.cli.data", "data", "Feature store: ingest, list, show, diff, lineage."),
+    "deploy": ("ambidex.cli.deploy", "deploy", "Deployments: create, promote, rollback, history, smoke tests."),
+    "score": ("ambidex.cli.deploy", "score", "Score a window with every model of a deployment's live revision."),
+    "approve": ("ambidex.cli.deploy", "approve", "Approve MODEL:VERSION, bound to its bytes (governance)."),
+    "reject": ("ambidex.cli.deploy", "reject", "Reject MODEL:VERSION with a note (governance)."),
+    "notifications": ("ambidex.cli.deploy", "notifications", "The notification outbox: list and dispatch."),
+    "drift": ("ambidex.cli.drift", "drift", "Data drift: compare two tables, check a window, show history."),
+    "kpi": ("ambidex.cli.drift", "kpi", "Model KPIs per window with standard errors."),
 }
 
 
