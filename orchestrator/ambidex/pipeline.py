@@ -249,7 +249,6 @@ def _stage_summary(o: StageOutcome, error) -> dict:
 def _log_result(reg, run_id: str, stage: str, result: dict, window) -> None:
     metrics = [{"name": m["name"], "value": m.get("value"), "step": m.get("step", 0)}
                for m in result.get("metrics") or []]
-    if metrics:
-        reg.log_metrics(run_id, metrics, stage=stage, window=_iso(window[0]) if window else None)
-    if result.get("params"):
-        reg.log_params(run_id, result["params"], prefix=stage)
+    if metrics or result.get("params"):
+        reg.log_batch(run_id, params=result.get("params") or {}, metrics=metrics, stage=stage,
+                      window=window, prefix=stage)

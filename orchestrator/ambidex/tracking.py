@@ -39,6 +39,11 @@ class TrackedRun:
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         self._reg.log_metrics(self.run_id, [{"name": k, "value": v, "step": step} for k, v in metrics.items()])
 
+    def log_batch(self, params: dict | None = None, metrics: dict | None = None, step: int = 0) -> None:
+        """Params and metrics in one transaction."""
+        self._reg.log_batch(self.run_id, params=params or {},
+                            metrics=[{"name": k, "value": v, "step": step} for k, v in (metrics or {}).items()])
+
     def log_artifact(self, path: str | Path, kind: str = "file") -> str:
         return self._reg.log_artifact(self.run_id, Path(path), kind=kind)
 
