@@ -1,0 +1,298 @@
+"""featurestore: loads, data versions, validity, point-in-time reads and bad input on sqlite, postgresql, mariadb."""
+from __future__ import annotations
+
+import datetime as dt
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from ambidex import featurestore as fs
+from ambidex.errors import DataError
+from ambidex.fstables import data_versions, fs_cat_levels, fs_col_stats, fs_grid, fs_num_bins
+
+UTC = dt.timezone.utc
+JAN = "2024-01-01/2024-02-01"
+FEB = "2024-02-01/2024-03-01"
+
+ROWS = """id,ts,x,plan,flag,big,note
+1,2024-01-01T00:00:00Z,1.5,basic,true,9007199254740993,hi
+2,2024-01-15T10:00:00.5Z,,pro,false,-9223372036854775808,""
+3,2024-01-31T23:59:59.999999Z,3,basic,,,
+4,2024-02-01T00:00:00Z,4,pro,true,5,"a,b"
+5,2024-02-10T00:00:00Z,5.25,,false,6,x
+"""
+
+
+def spec(path, **kw):
+    base = dict(name="sales", source={"kind": "csv", "path": path}, key=["id"], time_column="ts", load="incremental",
+                columns={"plan": {"type": "category", "levels": ["basic", "pro", "enterprise"]}})
+    base.update(kw)
+    return fs.MartSpec(**base)
+
+
+def count(engine, table):
+    with engine.connect() as c:
+        return c.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar()
+
+
+def test_window_load_types_survive_exactly(engine, csv):
+    s = spec(csv("a.csv", ROWS))
+    r = fs.ingest(engine, s, window=JAN)
+    assert (r.version, r.row_count, r.skipped_rows) == (1, 3, 2)
+    df = fs.read_window(engine, "sales", JAN)
+    assert list(df["id"]) == [1, 2, 3] and str(df["id"].dtype) == "int64"
+    assert df["big"].dtype == "Int64" and df["big"][0] == 9007199254740993 and df["big"][1] == -2**63
+    assert pd.isna(df["big"][2])
+    assert list(df["plan"].cat.categories) == ["basic", "pro", "enterprise"]
+    assert str(df["ts"].dtype) == "datetime64[ns, UTC]"
+    assert df["ts"][2] == pd.Timestamp("2024-01-31T23:59:59.999999Z")
+    assert df["note"][1] == "" and pd.isna(df["note"][2])
+    assert df["flag"].dtype == "boolean" and pd.isna(df["flag"][2])
+    assert pd.isna(df["x"][1])
+    # rehashing what the database gives back reproduces the stored hash, on every backend
+    assert r.content_hash == fs.content_hash(_arrow(df, r.schema), r.schema, ["id"])
+
+
+def _arrow(df, schema):
+    import pyarrow as pa
+
+    t = pa.Table.from_pandas(df, preserve_index=False)
+    return fs._conform(t, fs.MartSpec(name="tmp", columns={c: e for c, e in schema["columns"].items()}), None)[0]
+
+
+def test_same_rows_same_hash_whatever_order(engine, csv):
+    lines = ROWS.strip().split("\n")
+    shuffled = "\n".join([lines[0]] + lines[1:][::-1]) + "\n"
+    a = fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN, dry_run=True)
+    b = fs.ingest(engine, spec(csv("b.csv", shuffled)), window=JAN, dry_run=True)
+    assert a.content_hash == b.content_hash
+    assert a.content_hash == PINNED
+
+
+# The hash is a pure function of the rows; pinned here, so every backend must store exactly this.
+PINNED = "sha256:5e7f7d83e0b8971f94142064f18652bc15b60ccbc3929d8d1f2d99d4c5bf47c9"
+
+
+def test_hash_is_the_same_on_every_backend(engine, csv):
+    r = fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN)
+    with engine.connect() as c:
+        stored = c.execute(sa.select(data_versions.c.content_hash)).scalar_one()
+    assert stored == r.content_hash == PINNED
+
+
+def test_reload_window_replaces_never_duplicates(engine, csv):
+    s = spec(csv("a.csv", ROWS))
+    fs.ingest(engine, s, window=JAN)
+    fs.ingest(engine, s, window=FEB)
+    changed = ROWS.replace("1,2024-01-01T00:00:00Z,1.5", "1,2024-01-01T00:00:00Z,7.5").replace(
+        "3,2024-01-31T23:59:59.999999Z,3,basic,,,\n", "")
+    r = fs.ingest(engine, spec(csv("b.csv", changed)), window=JAN)
+    assert (r.version, r.row_count, r.replaced_rows) == (3, 2, 3)
+    jan = fs.read_window(engine, "sales", JAN)
+    assert list(jan["id"]) == [1, 2] and jan["x"][0] == 7.5
+    assert list(fs.read_window(engine, "sales", FEB)["id"]) == [4, 5]
+    assert count(engine, "sales") == 4 and count(engine, "sales__hist") == 3
+    # history: version 1 is still readable exactly, and the state as of before v3 too
+    v1 = fs.read_window(engine, "sales", version=1)
+    assert list(v1["id"]) == [1, 2, 3] and v1["x"][0] == 1.5
+    with engine.connect() as c:
+        t2 = c.execute(sa.select(data_versions.c.created_at).where(data_versions.c.version == 2)).scalar_one()
+    old = fs.read_window(engine, "sales", JAN, as_of=t2)
+    assert sorted(old["id"]) == [1, 2, 3]
+    versions = fs.list_data_versions(engine, "sales")
+    assert [v["replaced_by"] for v in versions] == [3, None, None]
+
+
+def test_failure_mid_load_leaves_mart_unchanged(engine, csv, monkeypatch):
+    s = spec(csv("a.csv", ROWS))
+    fs.ingest(engine, s, window=JAN)
+    before = fs.read_window(engine, "sales", JAN)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(fs, "_write_profiles", boom)  # after the rows were moved and inserted
+    with pytest.raises(RuntimeError):
+        fs.ingest(engine, spec(csv("b.csv", ROWS.replace("1.5", "9.5"))), window=JAN)
+    pd.testing.assert_frame_equal(fs.read_window(engine, "sales", JAN), before)
+    assert count(engine, "sales__hist") == 0
+    assert [v["version"] for v in fs.list_data_versions(engine, "sales")] == [1]
+    monkeypatch.undo()
+    assert fs.ingest(engine, s, window=JAN).version == 2  # version numbers stay dense
+
+
+def test_failed_first_load_leaves_nothing(engine, csv, monkeypatch):
+    monkeypatch.setattr(fs, "_write_profiles", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN)
+    assert fs.list_marts(engine) == []
+    assert not sa.inspect(engine).has_table("sales")
+
+
+def test_full_load_keeps_history_and_reads_version_current_at_window(engine, csv):
+    s = spec(csv("a.csv", ROWS), load="full", time_column=None)
+    fs.ingest(engine, s, window="2024-01-01/2024-02-01")
+    fs.ingest(engine, spec(csv("b.csv", ROWS.replace("1.5", "2.5")), load="full", time_column=None),
+              window="2024-02-01/2024-03-01")
+    assert count(engine, "sales") == 5
+    assert fs.read_window(engine, "sales", "2024-01-01/2024-02-01")["x"][0] == 1.5
+    assert fs.read_window(engine, "sales", "2024-02-01/2024-03-01")["x"][0] == 2.5
+    assert fs.read_window(engine, "sales", "2024-05-01/2024-06-01")["x"][0] == 2.5
+    with pytest.raises(DataError) as e:
+        fs.read_window(engine, "sales", "2023-01-01/2023-02-01")
+    assert e.value.code == "data.window_invalid"
+
+
+def test_watermark_appends_only_newer_rows(engine, csv):
+    s = spec(csv("a.csv", ROWS), incremental_by="watermark", watermark_column="ts", time_column=None)
+    assert fs.ingest(engine, s).row_count == 5
+    more = ROWS + "6,2024-03-01T00:00:00Z,6,pro,true,7,y\n"
+    r = fs.ingest(engine, spec(csv("b.csv", more), incremental_by="watermark", watermark_column="ts", time_column=None))
+    assert (r.row_count, r.skipped_rows, r.watermark) == (1, 5, "2024-03-01T00:00:00Z")
+    assert count(engine, "sales") == 6
+
+
+def test_profiles_stored_per_version(engine, csv):
+    r = fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN)
+    with engine.connect() as c:
+        st = {x.column_name: x for x in c.execute(sa.select(fs_col_stats).where(
+            fs_col_stats.c.data_version_id == r.data_version_id))}
+        levels = dict(c.execute(sa.select(fs_cat_levels.c.level, fs_cat_levels.c.cnt).where(
+            fs_cat_levels.c.column_name == "plan")).all())
+        bins = c.execute(sa.select(sa.func.sum(fs_num_bins.c.cnt)).where(fs_num_bins.c.column_name == "x")).scalar()
+        grid = c.execute(sa.select(sa.func.count()).select_from(fs_grid).where(fs_grid.c.column_name == "x")).scalar()
+    assert (st["x"].n, st["x"].n_missing, st["x"].sum, st["x"].min, st["x"].max, st["x"].median_exact) == (3, 1, 4.5, 1.5, 3, 2.25)
+    assert levels == {"basic": 2, "pro": 1}
+    assert bins == 3 and grid == 2  # discrete grid (<= 20 values) frozen from the first version
+    assert fs.load_grids(engine, "sales")["x"].kind == "discrete"
+
+
+def test_schema_change_refused_unless_evolve(engine, csv):
+    fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN)
+    extra = ROWS.replace("note\n", "note,score\n", 1)
+    extra = "\n".join(line + (",1" if i else "") for i, line in enumerate(extra.strip().split("\n"))) + "\n"
+    extra = extra.replace("note,score,1", "note,score")
+    with pytest.raises(DataError) as e:
+        fs.ingest(engine, spec(csv("b.csv", extra)), window=FEB)
+    assert e.value.code == "data.schema_mismatch" and "score" in str(e.value)
+    r = fs.ingest(engine, spec(csv("b.csv", extra), schema_policy="evolve"), window=FEB)
+    assert r.schema_changes == [{"change": "add_column", "column": "score", "type": "integer"}]
+    df = fs.read_window(engine, "sales", "2024-01-01/2024-03-01")
+    assert list(df["score"].isna()) == [True, True, True, False, False]
+    assert fs.list_data_versions(engine, "sales")[1]["schema_changes"][0]["column"] == "score"
+    dropped = "\n".join(",".join(line.split(",")[:6]) for line in ROWS.strip().split("\n")) + "\n"
+    with pytest.raises(DataError, match="missing columns note"):
+        fs.ingest(engine, spec(csv("c.csv", dropped), schema_policy="evolve"), window=FEB)
+    retyped = ROWS.replace("1,2024-01-01T00:00:00Z,1.5", "1,2024-01-01T00:00:00Z,abc")
+    with pytest.raises(DataError, match="x"):
+        fs.ingest(engine, spec(csv("d.csv", retyped)), window=JAN)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_malformed_csv_names_line(engine, csv):
+    bad = ROWS.replace("3,2024-01-31T23:59:59.999999Z,3,basic,,,", "3,2024-01-31T23:59:59Z,3")
+    with pytest.raises(DataError) as e:
+        fs.ingest(engine, spec(csv("a.csv", bad)), window=JAN)
+    assert e.value.code == "data.invalid_csv" and "line 4" in str(e.value)
+    bad = ROWS.replace("5.25", "five")
+    declared = {"plan": {"type": "category"}, "x": {"type": "double"}}
+    with pytest.raises(DataError, match="line 6, column 'x'"):
+        fs.ingest(engine, spec(csv("b.csv", bad), columns=declared), window=JAN)
+
+
+def test_duplicate_key_refused_with_sample(engine, csv, statements):
+    dup = ROWS + "2,2024-01-20T00:00:00Z,1,pro,true,1,z\n"
+    with pytest.raises(DataError) as e:
+        fs.ingest(engine, spec(csv("a.csv", dup)), window=JAN)
+    assert e.value.code == "data.duplicate_key" and "{'id': 2}" in str(e.value)
+    assert not any("INSERT" in s.upper() for s in statements)
+
+
+def test_naive_timestamps_refused_unless_configured(engine, csv):
+    naive = ROWS.replace("Z,", ",")
+    with pytest.raises(DataError) as e:
+        fs.ingest(engine, spec(csv("a.csv", naive)), window=JAN)
+    assert e.value.code == "data.naive_timestamp" and "'ts'" in str(e.value)
+    berlin_jan = "2023-12-31T23:00:00Z/2024-01-31T23:00:00Z"
+    r = fs.ingest(engine, spec(csv("a.csv", naive), naive_timestamps="Europe/Berlin"), window=berlin_jan)
+    df = fs.read_window(engine, "sales", berlin_jan)
+    assert r.row_count == 3 and list(df["id"]) == [1, 2, 3] and df["ts"][0] == pd.Timestamp("2023-12-31T23:00:00Z")
+
+
+@pytest.mark.parametrize("bad", ['x"; DROP TABLE runs;--', "1abc", "a" * 64, "na-me"])
+def test_malicious_identifier_refused_before_any_sql(engine, csv, statements, bad):
+    with pytest.raises(DataError) as e:
+        fs.MartSpec(name=bad)
+    assert e.value.code == "data.invalid_identifier"
+    header = ROWS.replace("note", bad.replace('"', '""').join('""') if '"' in bad else bad, 1)
+    with pytest.raises(DataError) as e:
+        fs.ingest(engine, spec(csv("a.csv", header)), window=JAN)
+    assert e.value.code == "data.invalid_identifier"
+    assert statements == []
+    assert sa.inspect(engine).has_table("runs")
+
+
+def test_reserved_words_and_mixed_case_columns(engine, csv):
+    text = 'id,"Select",Order,ts\n1,a,2,2024-01-01T00:00:00Z\n'
+    fs.ingest(engine, fs.MartSpec(name="Mixed_Case", source={"kind": "csv", "path": csv("m.csv", text)}, key=["id"]))
+    df = fs.read_window(engine, "Mixed_Case")
+    assert list(df.columns) == ["id", "Select", "Order", "ts"] and df["Order"][0] == 2
+
+
+def test_export_window_for_r(engine, csv, tmp_path):
+    from ambidex_stage.tables import read_table
+
+    fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN)
+    out = fs.export_window_for_r(engine, "sales", JAN, tmp_path / "w" / "sales.csv")
+    assert out["row_count"] == 3 and out["data_versions"] == [1]
+    cols = {c["name"]: c for c in out["columns"]}
+    assert cols["plan"]["levels"] == ["basic", "pro", "enterprise"] and cols["id"]["nullable"] is False
+    back = read_table(tmp_path / "w" / "sales.csv")
+    assert back["big"][0] == 9007199254740993 and back["note"][1] == "" and pd.isna(back["note"][2])
+    assert list(back["plan"].cat.categories) == ["basic", "pro", "enterprise"]
+
+
+def test_parquet_source(engine, tmp_path):
+    df = pd.DataFrame({"id": [1, 2], "ts": pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True),
+                       "plan": pd.Categorical(["b", "a"], categories=["b", "a"])})
+    p = tmp_path / "a.parquet"
+    df.to_parquet(p)
+    r = fs.ingest(engine, fs.MartSpec(name="pq", source={"kind": "parquet", "path": str(p)}, key=["id"]))
+    assert r.schema["columns"]["plan"] == {"type": "category", "levels": ["b", "a"]}
+    assert list(fs.read_window(engine, "pq")["plan"].cat.categories) == ["b", "a"]
+
+
+def test_sql_source_from_env_url(engine, tmp_path, monkeypatch):
+    src = sa.create_engine(f"sqlite:///{tmp_path / 'src.db'}")
+    with src.begin() as c:
+        c.exec_driver_sql("CREATE TABLE t (id INTEGER, amount REAL, day TEXT)")
+        c.exec_driver_sql("INSERT INTO t VALUES (1, 2.5, '2024-01-05T00:00:00Z'), (2, 3.5, '2024-02-05T00:00:00Z')")
+    src.dispose()
+    monkeypatch.setenv("SRC_DB_URL", f"sqlite:///{tmp_path / 'src.db'}")
+    s = fs.MartSpec(name="remote", key=["id"], time_column="day", load="incremental",
+                    source={"kind": "sql", "url_env": "SRC_DB_URL",
+                            "query": "SELECT id, amount, day FROM t WHERE day >= :lo"}, )
+    with pytest.raises(DataError, match=":lo"):
+        fs.ingest(engine, s, window=JAN)
+    s = s.model_copy(update={"source": fs.SourceSpec(kind="sql", url_env="SRC_DB_URL", params={"lo": "2024"},
+                                                     query="SELECT id, amount, day FROM t WHERE day >= :lo")})
+    r = fs.ingest(engine, s, window=JAN)
+    assert r.row_count == 1 and "SRC_DB_URL" in fs.list_data_versions(engine, "remote")[0]["source"]
+    with pytest.raises(Exception, match="url_env"):
+        fs.SourceSpec(kind="sql", url_env="postgresql://u:p@h/db", query="SELECT 1")
+
+
+def test_category_value_outside_levels_refused(engine, csv):
+    with pytest.raises(DataError) as e:
+        fs.ingest(engine, spec(csv("a.csv", ROWS.replace("pro,false", "gold,false"))), window=JAN)
+    assert e.value.code == "data.unknown_level" and "gold" in str(e.value)
+
+
+def test_window_validation():
+    with pytest.raises(DataError) as e:
+        fs.parse_window("2024-02-01/2024-01-01")
+    assert e.value.code == "data.window_invalid"
+    with pytest.raises(DataError) as e:
+        fs.parse_window("2024-01-01T00:00:00/2024-02-01")
+    assert e.value.code == "data.naive_timestamp"
+    w = fs.parse_window("2024-03-31T00:00:00+02:00/2024-04-01")
+    assert w.start == dt.datetime(2024, 3, 30, 22, tzinfo=UTC)
