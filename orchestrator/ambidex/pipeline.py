@@ -142,12 +142,23 @@ def run_pipeline(ws: Workspace, pipeline_path: Path, *, window: tuple[datetime, 
     from .config import load_pipeline
 
     pipeline = load_pipeline(pipeline_path, ws.root)
+    from .locks import pipeline_lock
+
+    # One run per pipeline on this host: a second invocation gets LockedError (exit 75) naming
+    # the holder; the kernel releases the lock if this process dies.
+    with pipeline_lock(ws.state_dir, pipeline.name) as lock:
+        return _run_locked(ws, pipeline, pipeline_path, window, on_stage, lock)
+
+
+def _run_locked(ws: Workspace, pipeline, pipeline_path: Path, window, on_stage, lock) -> RunSummary:
     reg = ws.registry()
     scripts = {s.name: ws.root / s.script for s in pipeline.stages if s.script}
     has_r = any(s.lang == "r" for s in pipeline.stages)
     lineage = collect_lineage(ws.root, config_path=pipeline_path.resolve(), scripts=scripts,
                               r_version=r_version() if has_r else None)
     run_id = reg.start_run("pipeline", pipeline=pipeline.name, window=window, lineage=lineage)
+    lock.set_run_id(run_id)
+    _report_missed_schedule(ws, pipeline.name, run_id)
     summary = RunSummary(run_id=run_id, pipeline=pipeline.name, status="RUNNING")
     produced: dict[str, dict] = {}
     to_register: list[tuple] = []
@@ -212,6 +223,20 @@ def run_pipeline(ws: Workspace, pipeline_path: Path, *, window: tuple[datetime, 
     reg.end_run(run_id, "FINISHED")
     summary.status = "FINISHED"
     return summary
+
+
+def _report_missed_schedule(ws: Workspace, pipeline: str, run_id: str) -> None:
+    """Under cron (AMBIDEX_SCHEDULE set by the crontab line), record scheduled times that had no run."""
+    from .schedule import SCHEDULE_ENV, check_missed
+
+    expr = os.environ.get(SCHEDULE_ENV)
+    if not expr:
+        return
+    from datetime import timezone
+
+    missed = check_missed(ws, pipeline, expr, datetime.now(timezone.utc), exclude_run_id=run_id)
+    if missed:
+        log.warning("pipeline %s missed %d scheduled run(s), first at %s", pipeline, len(missed), missed[0])
 
 
 def _iso(ts: datetime) -> str:

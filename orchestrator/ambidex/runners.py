@@ -267,6 +267,10 @@ _RPY2_LOCK = threading.Lock()
 
 
 def _rpy2_robjects():
+    # rpy2 puts R's library folders in front of LD_LIBRARY_PATH when it starts R. Every child
+    # process started afterwards (a Python stage, git) would then load Debian's libpython instead
+    # of this interpreter's and crash, so the variable is put back as soon as R is loaded.
+    saved_ld = os.environ.get("LD_LIBRARY_PATH")
     try:
         import rpy2.robjects as ro  # noqa: PLC0415 - optional, heavy
         from rpy2.rinterface_lib import callbacks  # noqa: PLC0415
@@ -277,6 +281,11 @@ def _rpy2_robjects():
             hint="pip install 'rpy2==3.5.17' (rpy2 3.6 does not load against R 4.2), "
                  "or use runner: rscript.",
         ) from exc
+    finally:
+        if saved_ld is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved_ld
     return ro, callbacks
 
 

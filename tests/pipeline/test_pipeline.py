@@ -253,3 +253,61 @@ def test_model_input_from_registry(workspace, project):
     summary = run_pipeline(workspace, path2)
     ctx = json.loads((workspace.runs_dir / summary.run_id / "rescore" / "context.json").read_text())
     assert ".ambidex/artifacts" in ctx["inputs"]["model"]["path"]
+
+
+def test_python_stage_after_rpy2_stage_still_starts(workspace, project):
+    """rpy2 changes LD_LIBRARY_PATH when it starts R; later child processes must not inherit it."""
+    import os
+    import subprocess
+    import sys
+
+    write(project / "r" / "noop.R", 'main <- function(ctx) ambidex::ctx_log_metric(ctx, "one", 1)\n')
+    path = _pipeline(project, """\
+  - name: r_inproc
+    lang: r
+    runner: rpy2
+    script: r/noop.R
+""" + _base(project).replace("  - name: make", "  - name: make", 1))
+    summary = run_pipeline(workspace, path)
+    assert [s["status"] for s in summary.stages] == ["FINISHED", "FINISHED"]
+    assert "/usr/lib/R/lib" not in os.environ.get("LD_LIBRARY_PATH", "")
+    assert subprocess.run([sys.executable, "-c", "import ssl"]).returncode == 0
+
+
+def test_second_invocation_exits_75_naming_the_holder(workspace, project):
+    import subprocess
+    import sys
+
+    from ambidex.errors import LockedError
+    from ambidex.locks import pipeline_lock
+
+    write(project / "s" / "ok.py", "def main(ctx):\n    pass\n")
+    path = _pipeline(project, "  - name: ok\n    lang: python\n    script: s/ok.py\n")
+    with pipeline_lock(workspace.state_dir, "p", run_id="holder-run"):
+        with pytest.raises(LockedError) as err:
+            run_pipeline(workspace, path)
+        assert "holder-run" in err.value.message and err.value.exit_code == 75
+        proc = subprocess.run([sys.executable, "-m", "ambidex.cli.main", "run", str(path)], cwd=project,
+                              capture_output=True, text=True)
+        assert proc.returncode == 75 and "already running" in proc.stderr
+    assert run_pipeline(workspace, path).status == "FINISHED"  # released: the next run goes ahead
+
+
+def test_run_in_cron_like_environment(project):
+    """env -i PATH=/usr/bin:/bin, no LANG: the run works (stages get C.UTF-8 from the runner)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import R_LIBRARY
+
+    write(project / "s" / "ok.py", "def main(ctx):\n    ctx.log_metric('x', 1)\n")
+    write(project / "r" / "ok.R", 'main <- function(ctx) ambidex::ctx_log_metric(ctx, "y", 2)\n')
+    path = _pipeline(project, "  - name: ok\n    lang: python\n    script: s/ok.py\n"
+                              "  - name: okr\n    lang: r\n    script: r/ok.R\n")
+    ambidex = Path(sys.executable).with_name("ambidex")
+    env = {"PATH": "/usr/bin:/bin", "AMBIDEX_R_LIBS": str(R_LIBRARY), "HOME": os.environ.get("HOME", "/root")}
+    proc = subprocess.run([str(ambidex), "run", str(path), "--json"], cwd=project, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -124,7 +124,12 @@ def deploy():
 @dry_run_option
 @json_option
 def create_cmd(name, champion, shadow, canary, entity_key, source, reason, dry_run, as_json):
-    """Create deployment NAME with revision 1 live (after gates: smoke test, approval)."""
+    """Create deployment NAME with revision 1 live (after gates: smoke test, approval).
+
+    \b
+    Example:
+      ambidex deploy create churn-nightly --champion churn_r:3 --shadow churn_py:5 --key customer_id
+    """
     c = _Ctx()
     rev = c.deps.create(name, _members(champion, shadow, canary), entity_key=entity_key, source=source,
                         reason=reason, dry_run=dry_run)
@@ -142,7 +147,12 @@ def create_cmd(name, champion, shadow, canary, entity_key, source, reason, dry_r
 @dry_run_option
 @json_option
 def promote_cmd(name, champion, shadow, canary, expect_revision, reason, no_check_after, dry_run, as_json):
-    """Make a new revision live in one compare-and-swap; a failed check after the switch rolls back."""
+    """Make a new revision live in one compare-and-swap; a failed check after the switch rolls back.
+
+    \b
+    Example:
+      ambidex deploy promote churn-nightly --champion churn_py:5 --canary churn_r:4=0.1 --expect-revision 3
+    """
     c = _Ctx()
     rev = c.deps.promote(name, _members(champion, shadow, canary), expected_revision=expect_revision,
                          reason=reason, dry_run=dry_run)
@@ -159,7 +169,12 @@ def promote_cmd(name, champion, shadow, canary, expect_revision, reason, no_chec
 @dry_run_option
 @json_option
 def rollback_cmd(name, to_revision, reason, dry_run, as_json):
-    """Make an earlier revision's models live again, as a new revision."""
+    """Make an earlier revision's models live again, as a new revision.
+
+    \b
+    Example:
+      ambidex deploy rollback churn-nightly --to 2
+    """
     c = _Ctx()
     rev = c.deps.rollback(name, to_revision=to_revision, reason=reason, dry_run=dry_run)
     emit(rev, as_json, f"{'Would roll' if dry_run else 'Rolled'} {name} back: revision {rev.revision} "
@@ -171,7 +186,12 @@ def rollback_cmd(name, to_revision, reason, dry_run, as_json):
 @click.option("--at", "at", help="Only the revision live at this UTC time (RFC 3339).")
 @json_option
 def history_cmd(name, at, as_json):
-    """Every revision of NAME, or the one live at --at."""
+    """Every revision of NAME, or the one live at --at.
+
+    \b
+    Example:
+      ambidex deploy history churn-nightly --at 2026-03-01T02:00:00Z
+    """
     from ..capture import _parse_ts
     from ..errors import UsageError
 
@@ -190,7 +210,12 @@ def history_cmd(name, at, as_json):
 @click.argument("name")
 @json_option
 def show_cmd(name, as_json):
-    """NAME's settings and live revision."""
+    """NAME's settings and live revision.
+
+    \b
+    Example:
+      ambidex deploy show churn-nightly --json
+    """
     info = _Ctx().deps.show(name)
     live = info["live"]
     human = (f"{name}  key={info['entity_key']}  source={info['source'] or '-'}\n"
@@ -203,7 +228,12 @@ def show_cmd(name, as_json):
 @deploy.command("list")
 @json_option
 def list_cmd(as_json):
-    """Every deployment and its live revision."""
+    """Every deployment and its live revision.
+
+    \b
+    Example:
+      ambidex deploy list
+    """
     emit_table(_Ctx().deps.list(), ["name", "live_revision", "switched_at"], as_json)
 
 
@@ -211,7 +241,12 @@ def list_cmd(as_json):
 @click.argument("version", metavar="MODEL:VERSION")
 @json_option
 def smoke_cmd(version, as_json):
-    """Replay MODEL:VERSION's golden examples in a fresh process; exit 4 if it fails."""
+    """Replay MODEL:VERSION's golden examples in a fresh process; exit 4 if it fails.
+
+    \b
+    Example:
+      ambidex deploy smoke churn_r:3
+    """
     from ..errors import CheckFailed
 
     c = _Ctx()
@@ -308,7 +343,12 @@ def notifications():
 @click.option("--all", "show_all", is_flag=True, help="Include sent notifications.")
 @json_option
 def notifications_list(show_all, as_json):
-    """Pending and failed notifications (newest first)."""
+    """Pending and failed notifications (newest first).
+
+    \b
+    Example:
+      ambidex notifications list --all
+    """
     statuses = ("pending", "failed", "sent") if show_all else ("pending", "failed")
     emit_table(_Ctx().notifier.list(statuses=statuses),
                ["id", "event_kind", "channel", "status", "attempts", "next_attempt_at", "last_error"], as_json)
@@ -318,7 +358,12 @@ def notifications_list(show_all, as_json):
 @click.option("--limit", default=100, show_default=True, help="At most this many notifications.")
 @json_option
 def notifications_dispatch(limit, as_json):
-    """Send due notifications once (retries back off; failures never undo the change)."""
+    """Send due notifications once (retries back off; failures never undo the change).
+
+    \b
+    Example:
+      ambidex notifications dispatch --limit 100
+    """
     counts = _Ctx().notifier.dispatch(limit=limit)
     emit(counts, as_json, f"sent {counts['sent']}, will retry {counts['retry']}, failed {counts['failed']}")
 

@@ -28,6 +28,7 @@ COMMANDS = {
     "approve": ("ambidex.cli.deploy", "approve", "Approve MODEL:VERSION, bound to its bytes (governance)."),
     "reject": ("ambidex.cli.deploy", "reject", "Reject MODEL:VERSION with a note (governance)."),
     "notifications": ("ambidex.cli.deploy", "notifications", "The notification outbox: list and dispatch."),
+    "schedule": ("ambidex.cli.schedule", "schedule", "Run pipelines from cron: install, show and remove their crontab lines."),
     "drift": ("ambidex.cli.drift", "drift", "Data drift: compare two tables, check a window, show history."),
     "kpi": ("ambidex.cli.drift", "kpi", "Model KPIs per window with standard errors."),
 }
