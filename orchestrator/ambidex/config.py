@@ -29,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from pydantic_core import PydanticCustomError
 
 from .deploy import DeploymentSpec
+from .featurestore import MartSpec
 from .governance import GovernanceSpec
 from .notify import NotifySpec
 from .errors import ConfigError
@@ -123,12 +124,14 @@ RegistryURL = Annotated[str, AfterValidator(_check_registry)]
 class InputRef:
     """A parsed stage input: ``kind`` is "stage" (stage, output), "file" (path) or "model" (model, version)."""
 
-    kind: Literal["stage", "file", "model"]
+    kind: Literal["stage", "file", "model", "mart", "sql"]
     stage: str | None = None
     output: str | None = None
     path: str | None = None
     model: str | None = None
     version: int | None = None
+    mart: str | None = None
+    scope: Literal["window", "history"] | None = None
 
 
 def parse_input_ref(text: str) -> InputRef:
@@ -148,6 +151,20 @@ def parse_input_ref(text: str) -> InputRef:
             raise ValueError(f"{text!r} is not a .csv file; a file input is a CSV table with a "
                              ".schema.json sidecar beside it (contract/SPEC.md section 3)")
         return InputRef("file", path=path)
+    if text.startswith("mart:"):
+        m = re.fullmatch(rf"mart:({_IDENT_RE})(?::(window|history))?", text)
+        if not m:
+            raise ValueError(f"{text!r} is not a mart reference; write mart:NAME (the run's window) or "
+                             "mart:NAME:history (every row before the window's end)")
+        return InputRef("mart", mart=m.group(1), scope=m.group(2) or "window")
+    if text.startswith("sql:"):
+        path = text[len("sql:"):]
+        problem = _relpath_problem(path, "sql")
+        if problem:
+            raise ValueError(problem)
+        if not path.endswith(".sql"):
+            raise ValueError(f"{text!r} is not a .sql file; a sql input is a transform in sql/ run for the window")
+        return InputRef("sql", path=path, scope="window")
     if text.startswith("model:"):
         m = re.fullmatch(rf"model:({_NAME_RE})(?::([1-9][0-9]*))?", text)
         if not m:
@@ -157,7 +174,7 @@ def parse_input_ref(text: str) -> InputRef:
     m = re.fullmatch(rf"({_IDENT_RE})\.({_IDENT_RE})", text)
     if not m:
         raise ValueError(f"{text!r} is not an input reference; write STAGE.OUTPUT (an output of an earlier stage), "
-                         "file:PATH.csv or model:NAME[:VERSION]")
+                         "file:PATH.csv, model:NAME[:VERSION], mart:NAME[:history] or sql:PATH.sql")
     return InputRef("stage", stage=m.group(1), output=m.group(2))
 
 
@@ -249,9 +266,10 @@ class Stage(_Model):
     """One stage: a script (or a built-in) in Python or R, its params, inputs and outputs."""
 
     name: StageName
-    lang: Literal["python", "r"]
+    lang: Literal["python", "r"] | None = None
     script: ScriptPath | None = None
     builtin: Literal["train", "score"] | None = None
+    ingest: str | None = None  # a mart of data.marts: the orchestrator loads input `data` into it
     runner: Literal["rscript", "rpy2"] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[IOName, InputRefText] = Field(default_factory=dict)
@@ -277,6 +295,15 @@ class Stage(_Model):
 
     @model_validator(mode="after")
     def _script_xor_builtin(self):
+        if self.ingest is not None:
+            extra = [k for k in ("lang", "script", "builtin", "runner") if getattr(self, k) is not None]
+            if extra:
+                raise _invalid(f"an ingest stage is run by the orchestrator; remove {', '.join(extra)}")
+            if set(self.inputs) != {"data"} or self.outputs:
+                raise _invalid("an ingest stage takes exactly one input named data and declares no outputs")
+            return self
+        if self.lang is None:
+            raise _invalid("lang is required: python or r (or ingest: MART for a feature-store load)")
         if (self.script is None) == (self.builtin is None):
             raise _invalid("give exactly one of script: (a file in the project) or builtin: (train or score)"
                            + (", not both" if self.script else ""))
@@ -288,6 +315,24 @@ class Stage(_Model):
         return {name: parse_input_ref(ref) for name, ref in self.inputs.items()}
 
 
+class DataSpec(_Model):
+    """``data:``: the feature-store marts this pipeline loads and reads (ambidex.featurestore.MartSpec)."""
+
+    url_env: EnvName | None = None  # another database for the marts; default: the registry's
+    marts: list[MartSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_marts(self):
+        names = [m.name for m in self.marts]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _invalid(f"mart {dup[0]!r} is declared twice")
+        return self
+
+    def mart(self, name: str) -> MartSpec | None:
+        return next((m for m in self.marts if m.name == name), None)
+
+
 class Pipeline(_Model):
     """A pipeline file (config/*.yaml): its stages run in order; inputs name earlier outputs."""
 
@@ -295,6 +340,7 @@ class Pipeline(_Model):
     name: PipelineName
     description: str | None = None
     defaults: Defaults = Field(default_factory=Defaults)
+    data: DataSpec | None = None
     stages: Annotated[list[Stage], Field(min_length=1)]
     deploy: DeploymentSpec | None = None
     governance: GovernanceSpec | None = None
@@ -393,6 +439,26 @@ def check_inputs(doc: YamlDocument, root: Path) -> Iterator[tuple[tuple, str]]:
                 yield from _check_stage_ref(path, ref, i, index, stages)
             elif ref is not None and ref.kind == "file":
                 yield from _check_file_ref(path, ref, root)
+            elif ref is not None and ref.kind == "mart":
+                yield from _check_mart_name(doc, path, ref.mart)
+            elif ref is not None and ref.kind == "sql":
+                if not (root / ref.path).is_file():
+                    yield path, f"transform '{ref.path}' does not exist in the project ({root})"
+                elif not _inside(root, ref.path):
+                    yield path, f"transform '{ref.path}' leads outside the project through a symlink"
+        if isinstance(stage.get("ingest"), str):
+            yield from _check_mart_name(doc, ("stages", i, "ingest"), stage["ingest"])
+
+
+def _check_mart_name(doc: YamlDocument, path, name: str) -> Iterator[tuple[tuple, str]]:
+    data = doc.data.get("data") if isinstance(doc.data, dict) else None
+    marts = data.get("marts") if isinstance(data, dict) else None
+    declared = [m.get("name") for m in marts if isinstance(m, dict)] if isinstance(marts, list) else []
+    if name not in declared:
+        close = difflib.get_close_matches(name, [d for d in declared if isinstance(d, str)], n=1)
+        yield path, (f"no mart named '{name}' in data.marts"
+                     + (f" (did you mean '{close[0]}'?)" if close else
+                        f"; declared: {', '.join(map(str, declared))}" if declared else "; declare it under data: marts:"))
 
 
 def _check_stage_ref(path, ref: InputRef, i: int, index: dict, stages: dict) -> Iterator[tuple[tuple, str]]:

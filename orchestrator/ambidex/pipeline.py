@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -49,11 +49,15 @@ def _stage_params(stage, pipeline) -> dict:
     return dict(stage.params or {})
 
 
-def _resolve_inputs(stage, produced: dict[str, dict], ws: Workspace) -> dict:
-    """Map each input reference to a concrete path: STAGE.OUTPUT, file:PATH or model:NAME[:VERSION]."""
+def _resolve_inputs(stage, produced: dict[str, dict], ws: Workspace, *, fs=None, run_id: str | None = None,
+                    window=None, in_dir: Path | None = None, read_versions: list | None = None) -> dict:
+    """Map each input reference to a concrete path: STAGE.OUTPUT, file:PATH, model:NAME[:VERSION], or a
+    feature-store read (mart:NAME[:history], sql:PATH) exported as a typed table for the stage."""
     inputs = {}
     for name, ref in (stage.inputs or {}).items():
-        if ref.startswith("file:"):
+        if ref.startswith(("mart:", "sql:")):
+            inputs[name] = _export_fs_input(ref, fs, ws, run_id, window, in_dir / f"{name}.csv", read_versions)
+        elif ref.startswith("file:"):
             path = (ws.root / ref[len("file:"):]).resolve()
             inputs[name] = {"kind": "table", "path": str(path)}
         elif ref.startswith("model:"):
@@ -64,6 +68,94 @@ def _resolve_inputs(stage, produced: dict[str, dict], ws: Workspace) -> dict:
         else:
             inputs[name] = produced[ref]
     return inputs
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _export_fs_input(ref: str, fs, ws: Workspace, run_id, window, csv_path: Path, read_versions) -> dict:
+    """Point-in-time read for one stage input, written as a typed CSV (the same file for R and Python).
+    ``mart:NAME`` is the run's window ``[start, end)`` (every current row without a window);
+    ``mart:NAME:history`` is every row before the window's end; ``sql:PATH`` runs the transform."""
+    from .config import parse_input_ref
+    from .featurestore import Window, export_window_for_r
+
+    parsed = parse_input_ref(ref)
+    if parsed.kind == "sql":
+        target, win = str(ws.root / parsed.path), (Window(*window) if window else None)
+    else:
+        target = parsed.mart
+        win = None if window is None else Window(window[0] if parsed.scope == "window" else _EPOCH, window[1])
+    written = export_window_for_r(fs, target, win, csv_path, run_id=run_id)
+    if read_versions is not None:
+        read_versions.extend(written.get("data_versions") or [])
+    return {"kind": "table", "path": str(csv_path)}
+
+
+def _run_ingest(fs, pipeline, stage, inputs: dict, run_id: str, window, stage_dir: Path) -> StageOutcome:
+    """An ``ingest:`` stage, done by the orchestrator itself (it owns the feature store): load the typed
+    table of input ``data`` into the mart, one transaction per load. With a run window, that window
+    is loaded; without one, a window mart is back-filled month by month (one data version each)."""
+    import resource
+    import time
+
+    from ambidex_stage.tables import read_table
+
+    from .featurestore import Window, ingest
+
+    spec = pipeline.data.mart(stage.ingest)
+    started, t0, r0 = datetime.now(timezone.utc), time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    df = read_table(inputs["data"]["path"])
+    loads = []
+    if spec.mode == "window" and window is None:
+        months = df[spec.time_column].dt.tz_convert("UTC").dt.to_period("M").dropna().unique()
+        for month in sorted(months):
+            start = month.start_time.tz_localize("UTC").to_pydatetime()
+            end = (month + 1).start_time.tz_localize("UTC").to_pydatetime()
+            part = df[(df[spec.time_column] >= start) & (df[spec.time_column] < end)]
+            loads.append(ingest(fs, spec, table=part, window=Window(start, end), run_id=run_id))
+    else:
+        win = Window(*window) if (window is not None and spec.mode == "window") else None
+        if win is not None:
+            df = df[(df[spec.time_column] >= win.start) & (df[spec.time_column] < win.end)]
+        loads.append(ingest(fs, spec, table=df, window=win, run_id=run_id))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    metrics = [{"name": "loads", "value": len(loads), "step": 0},
+               {"name": "rows", "value": sum(x.row_count for x in loads), "step": 0}]
+    out = stage_dir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (stage_dir / "stdout.log").write_text("".join(
+        f"{x.mart} v{x.version} {x.window or 'full'}: {x.row_count} rows {x.content_hash}\n" for x in loads))
+    (stage_dir / "stderr.log").write_text("")
+    result = {"contract_version": 1, "status": "ok", "metrics": metrics, "params": {}, "outputs": {},
+              "artifacts": [], "error": None,
+              "data_versions": [{"mart": x.mart, "version": x.version, "id": x.data_version_id,
+                                 "window": x.window, "rows": x.row_count} for x in loads]}
+    return StageOutcome(stage=stage.name, lang="sql", runner="orchestrator", status="ok", exit_code=0,
+                        started_at=started, ended_at=datetime.now(timezone.utc),
+                        wall_seconds=time.perf_counter() - t0,
+                        cpu_seconds=(r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+                        peak_rss_bytes=int(r1.ru_maxrss) * 1024, stdout_path=stage_dir / "stdout.log",
+                        stderr_path=stage_dir / "stderr.log", result=result)
+
+
+def feature_store_engine(ws: Workspace, pipeline):
+    """The database of the pipeline's marts: ``data.url_env`` when set, else the registry's."""
+    data = getattr(pipeline, "data", None)
+    if data is None or data.url_env is None:
+        return ws.registry().engine
+    url = os.environ.get(data.url_env)
+    if not url:
+        from .errors import ConfigError
+
+        raise ConfigError(f"data.url_env names ${data.url_env}, which is not set.", code="config.env_missing",
+                          hint=f"Export {data.url_env}=<SQLAlchemy URL of the feature-store database>.")
+    from .db import connect
+    from .featurestore import init_featurestore
+
+    engine = connect(url)
+    init_featurestore(engine)
+    return engine
 
 
 def _sidecar(csv_path: Path) -> Path:
@@ -162,6 +254,8 @@ def _run_locked(ws: Workspace, pipeline, pipeline_path: Path, window, on_stage, 
     summary = RunSummary(run_id=run_id, pipeline=pipeline.name, status="RUNNING")
     produced: dict[str, dict] = {}
     to_register: list[tuple] = []
+    fs = feature_store_engine(ws, pipeline) if (pipeline.data or _reads_fs(pipeline)) else None
+    read_by_stage: dict[str, list] = {}
     notify = on_stage or (lambda stage, state: None)
     try:
         reg.log_params(run_id, {f"{s.name}.{k}": v for s in pipeline.stages for k, v in (s.params or {}).items()})
@@ -170,12 +264,24 @@ def _run_locked(ws: Workspace, pipeline, pipeline_path: Path, window, on_stage, 
             stage_dir = ws.runs_dir / run_id / stage.name
             out_dir = stage_dir / "out"
             out_dir.mkdir(parents=True, exist_ok=True)
+            if stage.ingest:
+                outcome = _run_ingest(fs, pipeline, stage, _resolve_inputs(stage, produced, ws), run_id, window,
+                                      stage_dir)
+                _record_stage(reg, run_id, outcome, None, stage_dir, None)
+                summary.stages.append(_stage_summary(outcome, None))
+                _log_result(reg, run_id, stage.name, outcome.result, window)
+                summary.outputs[f"{stage.name}.data_versions"] = outcome.result["data_versions"]
+                notify(stage.name, "done")
+                continue
             outputs = _declared_outputs(stage, out_dir)
+            read_by_stage[stage.name] = []
             context = {
                 "contract_version": CONTRACT_VERSION, "run_id": run_id, "pipeline": pipeline.name,
                 "stage": stage.name, "lang": stage.lang, "project_root": str(ws.root),
                 "output_dir": str(out_dir), "params": _stage_params(stage, pipeline),
-                "inputs": _resolve_inputs(stage, produced, ws), "outputs": outputs,
+                "inputs": _resolve_inputs(stage, produced, ws, fs=fs, run_id=run_id, window=window,
+                                          in_dir=stage_dir / "in", read_versions=read_by_stage[stage.name]),
+                "outputs": outputs,
                 "window": ({"start": _iso(window[0]), "end": _iso(window[1])} if window else None),
                 "seed": int(pipeline.defaults.seed),
             }
@@ -205,8 +311,9 @@ def _run_locked(ws: Workspace, pipeline, pipeline_path: Path, window, on_stage, 
         for model_name, folder, stage_name, outcome in to_register:
             mv = reg.register_model_version(
                 model_name, folder, run_id=run_id, stage=stage_name,
-                lineage={"run_id": run_id, "stage": stage_name, "data_version": None,
-                         "window": context["window"] if window else None,
+                lineage={"run_id": run_id, "stage": stage_name,
+                         "data_version": _data_version_label(fs, read_by_stage.get(stage_name)),
+                         "window": ({"start": _iso(window[0]), "end": _iso(window[1])} if window else None),
                          "git_commit": lineage["git_commit"], "git_dirty": lineage["git_dirty"],
                          "config_hash": lineage["config_hash"]},
                 resources={"train_wall_seconds": round(outcome.wall_seconds, 6),
@@ -237,6 +344,24 @@ def _report_missed_schedule(ws: Workspace, pipeline: str, run_id: str) -> None:
     missed = check_missed(ws, pipeline, expr, datetime.now(timezone.utc), exclude_run_id=run_id)
     if missed:
         log.warning("pipeline %s missed %d scheduled run(s), first at %s", pipeline, len(missed), missed[0])
+
+
+def _reads_fs(pipeline) -> bool:
+    return any(ref.startswith(("mart:", "sql:")) for s in pipeline.stages for ref in (s.inputs or {}).values())
+
+
+def _data_version_label(fs, ids: list | None) -> str | None:
+    """``churn@3,churn@4``: the data versions a training stage read (lineage in the manifest)."""
+    if not ids:
+        return None
+    import sqlalchemy as sa
+
+    from .fstables import data_versions as dv
+
+    with fs.connect() as conn:
+        rows = conn.execute(sa.select(dv.c.mart, dv.c.version).where(dv.c.id.in_(list(ids)))
+                            .order_by(dv.c.mart, dv.c.version)).all()
+    return ",".join(f"{m}@{v}" for m, v in rows)
 
 
 def _iso(ts: datetime) -> str:

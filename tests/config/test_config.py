@@ -153,13 +153,13 @@ def test_loading_creates_nothing_on_disk(project):
 def test_unknown_key_suggests_and_lists_allowed_keys(project):
     assert problems_of(project, VALID.replace("description:", "descripton:")) == [
         "config/p.yaml:3: descripton: unknown key 'descripton' (did you mean 'description'?); "
-        "allowed keys: version, name, description, defaults, stages, deploy, governance, notify",
+        "allowed keys: version, name, description, defaults, data, stages, deploy, governance, notify",
     ]
 
 
 def test_on_as_a_key_is_the_unknown_key_on(project):
     assert problems_of(project, stage_yaml("on: push\n")) == [
-        "config/p.yaml:7: on: unknown key 'on'; allowed keys: version, name, description, defaults, stages, deploy, governance, notify",
+        "config/p.yaml:7: on: unknown key 'on'; allowed keys: version, name, description, defaults, data, stages, deploy, governance, notify",
     ]
 
 
@@ -241,7 +241,7 @@ def test_four_problems_in_one_file_are_all_listed_with_lines(project):
     assert lines == [
         "config/p.yaml:5: stages[0].lang: 'julia' is not allowed; use one of: python, r",
         "config/p.yaml:7: stages[0].timout: unknown key 'timout' (did you mean 'timeout'?); "
-        "allowed keys: name, lang, script, builtin, runner, params, inputs, outputs, timeout",
+        "allowed keys: name, lang, script, builtin, ingest, runner, params, inputs, outputs, timeout",
         "config/p.yaml:11: stages[1].timeout: expected a whole number, got 'soon'",
         "config/p.yaml:12: stages[1].builtin: duplicate key 'builtin' (first on line 10, again on line 12); "
         "keep only one",
@@ -263,7 +263,7 @@ def test_missing_keys_and_empty_stages(project):
         "config/p.yaml:2: stages: must have at least 1 item(s), got none",
     ]
     assert problems_of(project, "version: 1\nname: p\nstages:\n  - name: a\n    builtin: train\n") == [
-        "config/p.yaml:4: stages[0].lang: missing required key 'lang'",
+        "config/p.yaml:4: stages[0]: lang is required: python or r (or ingest: MART for a feature-store load)",
     ]
 
 
@@ -398,7 +398,7 @@ def test_file_and_model_references(project):
         "model:NAME:VERSION (NAME: use 1 to 63 lowercase letters, digits, '_' or '-', starting with a letter; "
         "VERSION: a number from 1)",
         "config/p.yaml:15: stages[0].inputs.h: 'churn' is not an input reference; write STAGE.OUTPUT "
-        "(an output of an earlier stage), file:PATH.csv or model:NAME[:VERSION]",
+        "(an output of an earlier stage), file:PATH.csv, model:NAME[:VERSION], mart:NAME[:history] or sql:PATH.sql",
     ]
 
 
