@@ -20,7 +20,7 @@ amb_cli_json <- function(args) {
   on.exit(unlink(c(out, err)), add = TRUE)
   full <- c(cmd[-1], args, "--json")
   status <- suppressWarnings(tryCatch(
-    system2(cmd[1], shQuote(full), stdout = out, stderr = err),
+    system2(cmd[1], shQuote(full), stdout = out, stderr = err, env = cli_env()),
     error = function(e) 127L
   ))
   stdout <- read_text(out)
@@ -28,6 +28,19 @@ amb_cli_json <- function(args) {
   if (!identical(as.integer(status), 0L)) cli_signal_error(stderr, status, cmd)
   if (!nzchar(trimws(stdout))) return(NULL)
   json_parse(stdout, what = "The output of `ambidex --json`", code = "stage.failed")
+}
+
+# R's start-up script puts its own library folders first in LD_LIBRARY_PATH
+# (R_HOME/lib, the system's multiarch lib folder, Java). A Python interpreter
+# started from R would then load the system's libpython instead of its own and
+# crash, so the CLI gets LD_LIBRARY_PATH without R's additions.
+cli_env <- function(ld = Sys.getenv("LD_LIBRARY_PATH")) {
+  if (!nzchar(ld)) return(character())
+  parts <- strsplit(ld, ":", fixed = TRUE)[[1]]
+  r_added <- parts == file.path(R.home(), "lib") | startsWith(parts, "/usr/lib/jvm/") |
+    parts %in% c("", "/usr/lib", "/usr/lib64", "/lib", "/lib64") |
+    grepl("^/(usr/)?lib/[a-z0-9_]+-linux-gnu[a-z0-9_]*$", parts)
+  paste0("LD_LIBRARY_PATH=", shQuote(paste(parts[!r_added], collapse = ":")))
 }
 
 read_text <- function(path) {

@@ -79,3 +79,10 @@ test_that("a crash without an envelope and a missing CLI are reported", {
   withr::local_options(ambidex.cli = file.path(local_tmp_dir(), "no-such-ambidex"))
   expect_error(amb_models_list(), class = "ambidex_stage_runtime_missing")
 })
+
+test_that("the CLI does not inherit R's library folders in LD_LIBRARY_PATH", {
+  ld <- paste(file.path(R.home(), "lib"), "/usr/lib/x86_64-linux-gnu",
+              "/usr/lib/jvm/default-java/lib/server", "/opt/mine/lib", sep = ":")
+  expect_identical(cli_env(ld), paste0("LD_LIBRARY_PATH=", shQuote("/opt/mine/lib")))
+  expect_identical(cli_env(""), character())
+})
