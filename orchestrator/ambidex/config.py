@@ -38,6 +38,7 @@ from .yamlload import Check, YamlDocument, format_path, load_validated
 __all__ = [
     "CONFIG_VERSION", "PROJECT_FILE", "DEFAULT_REGISTRY", "PIPELINE_CHECKS",
     "Project", "RSettings", "PythonSettings", "Pipeline", "Defaults", "Stage", "Output", "InputRef",
+    "CycleSpec", "BenchmarkSpec", "RetrainSpec", "PromotionSpec",
     "load_project", "find_project_root", "load_pipeline", "load_config", "config_hash",
     "parse_input_ref", "redact_url",
 ]
@@ -333,6 +334,87 @@ class DataSpec(_Model):
         return next((m for m in self.marts if m.name == name), None)
 
 
+def _check_date(value: str) -> str:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise _invalid(f"{value!r} is not an RFC 3339 date; write YYYY-MM-DD (midnight UTC), e.g. 2024-01-01")
+    import datetime as _dt
+
+    try:
+        _dt.date.fromisoformat(value)
+    except ValueError:
+        raise _invalid(f"{value!r} is not a calendar date; write YYYY-MM-DD, e.g. 2024-01-01") from None
+    return value
+
+
+DateText = Annotated[str, AfterValidator(_check_date)]
+KPI_METRICS = ("roc_auc", "auc", "accuracy", "log_loss", "rmse", "mae")
+
+
+class BenchmarkSpec(_Model):
+    """``cycle.benchmark``: a business ``floor`` (give ``value``; SE 0) or the champion's ``holdout`` KPI
+    frozen when it was promoted (with its SE)."""
+
+    kind: Literal["floor", "holdout"] = "holdout"
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _value_for_floor(self):
+        if self.kind == "floor" and self.value is None:
+            raise _invalid("a floor benchmark needs value: (the KPI the business accepts)")
+        if self.kind == "holdout" and self.value is not None:
+            raise _invalid("a holdout benchmark is measured, not given; remove value: or use kind: floor")
+        return self
+
+
+class RetrainSpec(_Model):
+    """``cycle.retrain``: retrain on a data-drift alert and/or the KPI trigger, and every N windows as a fallback."""
+
+    on: list[Literal["drift", "kpi"]] = Field(default_factory=lambda: ["drift", "kpi"])
+    every: PositiveInt | None = None
+
+
+class PromotionSpec(_Model):
+    """``cycle.promotion``: the paired loss test's gates (drift.md section 8)."""
+
+    z_min: Annotated[float, Field(gt=0)] = 1.645
+    min_gain: Annotated[float, Field(ge=0)] = 0.002
+
+
+class CycleSpec(_Model):
+    """``cycle:``: the continuous-training loop ``ambidex run`` executes per window (DESIGN section 5)."""
+
+    cadence: Literal["monthly", "weekly", "daily"]
+    start: DateText  # the first window starts here (UTC midnight)
+    end: DateText | None = None  # no window starts at or after this date (a back-test, a finished study)
+    history_start: DateText | None = None  # cold start ingests [history_start, start); default: everything
+    mart: IOName  # the mart whose window T is scored
+    target: NonEmpty  # the label column of ``labels`` (default: of ``mart``)
+    labels: IOName | None = None  # a mart holding entity key + target per window; default: ``mart``
+    label_delay: Annotated[int, Field(ge=0)] = 1
+    kpi: Literal["roc_auc", "auc", "accuracy", "log_loss", "rmse", "mae"]
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    train_windows: PositiveInt | None = None  # None: every labelled window before the hold-out
+    previous: Annotated[int, Field(ge=0, le=5)] = 2  # earlier versions per candidate that compete (T-1, T-2)
+    retrain: RetrainSpec = Field(default_factory=RetrainSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    candidates: Annotated[list[Stage], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _calendar(self):
+        if self.cadence == "monthly" and not self.start.endswith("-01"):
+            raise _invalid(f"a monthly cycle starts on the first of a month, got start {self.start!r}")
+        if self.end is not None and self.end <= self.start:
+            raise _invalid(f"end {self.end!r} must be after start {self.start!r}")
+        if self.history_start is not None and self.history_start >= self.start:
+            raise _invalid(f"history_start {self.history_start!r} must be before start {self.start!r}")
+        return self
+
+    @property
+    def metric(self) -> str:
+        """The KPI under its ambidex.kpi name (``auc`` is ``roc_auc``)."""
+        return "roc_auc" if self.kpi == "auc" else self.kpi
+
+
 class Pipeline(_Model):
     """A pipeline file (config/*.yaml): its stages run in order; inputs name earlier outputs."""
 
@@ -345,6 +427,7 @@ class Pipeline(_Model):
     deploy: DeploymentSpec | None = None
     governance: GovernanceSpec | None = None
     notify: NotifySpec | None = None
+    cycle: CycleSpec | None = None  # continuous training: `ambidex run` runs the cycle per window
     _source: Path | None = PrivateAttr(default=None)
     _sha256: str | None = PrivateAttr(default=None)
 
@@ -489,7 +572,91 @@ def _check_file_ref(path, ref: InputRef, root: Path) -> Iterator[tuple[tuple, st
                      "write one (contract/SPEC.md section 3)")
 
 
-PIPELINE_CHECKS: list[Check] = [check_stage_names, check_scripts, check_inputs]
+def _section(doc: YamlDocument, key: str):
+    return doc.data.get(key) if isinstance(doc.data, dict) else None
+
+
+def check_cycle(doc: YamlDocument, root: Path) -> Iterator[tuple[tuple, str]]:
+    """``cycle:`` against the rest of the file: its marts, the deployment, the candidates' names and inputs."""
+    cycle = _section(doc, "cycle")
+    if not isinstance(cycle, dict):
+        return
+    for key in ("mart", "labels"):
+        if isinstance(cycle.get(key), str):
+            yield from _check_mart_name(doc, ("cycle", key), cycle[key])
+    data = _section(doc, "data")
+    marts = {m.get("name"): m for m in (data.get("marts") or []) if isinstance(m, dict)} \
+        if isinstance(data, dict) and isinstance(data.get("marts"), list) else {}
+    mart = marts.get(cycle.get("mart"))
+    if isinstance(mart, dict) and (mart.get("load") != "incremental" or mart.get("incremental_by", "window") != "window"):
+        yield ("cycle", "mart"), (f"mart '{cycle.get('mart')}' must load by window (load: incremental, "
+                                  "incremental_by: window, time_column: ...) so each cycle window is one load")
+    stages = dict(_stages(doc))
+    if isinstance(cycle.get("mart"), str) and stages and not any(
+            s.get("ingest") == cycle["mart"] for s in stages.values()):
+        yield ("stages",), (f"no stage ingests the cycle's mart '{cycle['mart']}'; add a stage with "
+                            f"ingest: {cycle['mart']} so each window is loaded")
+    dep = _section(doc, "deploy")
+    if not isinstance(dep, dict):
+        yield ("cycle",), ("a cycle needs a deploy: section naming the deployment (name, entity_key) whose "
+                           "champion it scores and replaces")
+    elif isinstance(dep.get("source"), str) and dep["source"] != cycle.get("mart"):
+        yield ("deploy", "source"), (f"deploy.source is '{dep['source']}' but the cycle scores mart "
+                                     f"'{cycle.get('mart')}'; make them equal (or leave source out)")
+    cands = cycle.get("candidates")
+    if not isinstance(cands, list):
+        return
+    stage_names = {s.get("name") for s in stages.values()}
+    seen: dict[str, int] = {}
+    registered: dict[str, int] = {}
+    for i, c in enumerate(cands):
+        if not isinstance(c, dict):
+            continue
+        path = ("cycle", "candidates", i)
+        name = c.get("name")
+        if isinstance(name, str):
+            if name in stage_names:
+                yield path + ("name",), f"candidate name '{name}' is also a stage name; names must be unique"
+            elif name in seen:
+                yield path + ("name",), f"candidate name '{name}' is already used by candidates[{seen[name]}]"
+            seen.setdefault(name, i)
+        if c.get("ingest") is not None:
+            yield path + ("ingest",), "a candidate trains a model; ingest stages belong under stages:"
+        outs = c.get("outputs") if isinstance(c.get("outputs"), dict) else {}
+        regs = [(k, o.get("register")) for k, o in outs.items() if isinstance(o, dict) and o.get("register")]
+        if len(regs) != 1:
+            yield path + ("outputs",), ("a candidate declares exactly one model output with register: MODEL "
+                                        f"(found {len(regs)})")
+        else:
+            model = regs[0][1]
+            if model in registered:
+                yield path + ("outputs", regs[0][0], "register"), (
+                    f"model '{model}' is already trained by candidates[{registered[model]}]; give each "
+                    "candidate its own model name")
+            registered.setdefault(model, i)
+        inputs = c.get("inputs") if isinstance(c.get("inputs"), dict) else {}
+        for k, text in inputs.items():
+            try:
+                ref = parse_input_ref(text) if isinstance(text, str) else None
+            except ValueError:
+                continue
+            if ref is None:
+                continue
+            if ref.kind == "stage":
+                yield path + ("inputs", k), (f"a candidate runs on its own, after the window's stages; read the "
+                                             f"training rows with mart:{cycle.get('mart')} (the cycle passes the "
+                                             "training windows as the run window), not another stage's output")
+            elif ref.kind == "mart":
+                yield from _check_mart_name(doc, path + ("inputs", k), ref.mart)
+            elif ref.kind in ("sql", "file"):
+                if not (root / ref.path).is_file():
+                    yield path + ("inputs", k), f"'{ref.path}' does not exist in the project ({root})"
+        script = c.get("script")
+        if isinstance(script, str) and not _relpath_problem(script, "script") and not (root / script).is_file():
+            yield path + ("script",), f"script '{script}' does not exist in the project ({root})"
+
+
+PIPELINE_CHECKS: list[Check] = [check_stage_names, check_scripts, check_inputs, check_cycle]
 
 # ---------------------------------------------------------------- loading
 
@@ -568,11 +735,9 @@ def config_hash(path: Path) -> str:
     >>> config_hash(Path("config/churn.yaml"))                       # doctest: +SKIP
     '9f2c...'
     """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from .lineage import file_sha256
+
+    return file_sha256(Path(path))
 
 
 def redact_url(url: str) -> str:

@@ -1,7 +1,6 @@
 """lineage: what a run was made from (git commit and dirty flag, file hashes, interpreter versions)."""
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -11,12 +10,10 @@ __all__ = ["git_state", "file_sha256", "python_packages", "collect_lineage"]
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 of a file's bytes, streamed (the artifact store's one hashing routine)."""
+    from .artifacts import sha256_file
+
+    return sha256_file(path)[0]
 
 
 def git_state(root: Path) -> dict:
