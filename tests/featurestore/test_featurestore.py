@@ -7,6 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from ambidex import featurestore as fs
+from ambidex import fs_load
+from ambidex.fs_conform import _conform
 from ambidex.errors import DataError
 from ambidex.fstables import data_versions, fs_cat_levels, fs_col_stats, fs_grid, fs_num_bins
 
@@ -57,7 +59,7 @@ def _arrow(df, schema):
     import pyarrow as pa
 
     t = pa.Table.from_pandas(df, preserve_index=False)
-    return fs._conform(t, fs.MartSpec(name="tmp", columns={c: e for c, e in schema["columns"].items()}), None)[0]
+    return _conform(t, fs.MartSpec(name="tmp", columns={c: e for c, e in schema["columns"].items()}), None)[0]
 
 
 def test_same_rows_same_hash_whatever_order(engine, csv):
@@ -110,7 +112,7 @@ def test_failure_mid_load_leaves_mart_unchanged(engine, csv, monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(fs, "_write_profiles", boom)  # after the rows were moved and inserted
+    monkeypatch.setattr(fs_load, "_write_profiles", boom)  # after the rows were moved and inserted
     with pytest.raises(RuntimeError):
         fs.ingest(engine, spec(csv("b.csv", ROWS.replace("1.5", "9.5"))), window=JAN)
     pd.testing.assert_frame_equal(fs.read_window(engine, "sales", JAN), before)
@@ -121,7 +123,7 @@ def test_failure_mid_load_leaves_mart_unchanged(engine, csv, monkeypatch):
 
 
 def test_failed_first_load_leaves_nothing(engine, csv, monkeypatch):
-    monkeypatch.setattr(fs, "_write_profiles", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(fs_load, "_write_profiles", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(RuntimeError):
         fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN)
     assert fs.list_marts(engine) == []
