@@ -1,8 +1,12 @@
 """bench_score: `ambidex score`'s path (score, capture, publish) vs a bare read + predict + write; memory; promotions.
 
-    .venv/bin/python benchmarks/bench_score.py [--rows 1000000] [--big 4000000] [--promotions 20] [--skip-memory]
+    .venv/bin/python benchmarks/bench_score.py [--rows 1000000] [--big 4000000] [--promotions 20]
+        [--r-rows 1000000] [--skip-scoring] [--skip-r] [--skip-promotions]
 
 Prints one line per measurement, and ratios against the bare baseline measured in the same run.
+Peak memory is the largest resident set of the process tree (the orchestrator or the score stage
+it launched, whichever is larger), from wait4. The R part trains a ranger model (100 trees) and
+compares the deployment path with a bare Rscript: fread + the model's predict + fwrite.
 Not run by the tests.
 """
 from __future__ import annotations
@@ -52,12 +56,24 @@ def setup(root: Path, n: int):
     return engine, store, deps, model, inp
 
 
-def run_with_rss(argv) -> tuple[float, int]:
-    t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0
-    return time.perf_counter() - t, usage.ru_maxrss * 1024
+_MEASURE = r"""
+import os, subprocess, sys, time
+t = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(time.perf_counter() - t, usage.ru_maxrss * 1024, status)
+"""
+
+
+def run_with_rss(argv, env=None) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes of the process tree) of ``argv``. Launched through a small Python process:
+    on Linux a child's ru_maxrss starts at its parent's resident size at fork, and this benchmark's own
+    process holds the generated data, so measuring its direct children would report the parent's size."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], env=env, check=True, capture_output=True,
+                         text=True).stdout.split()
+    if out[2] != "0":
+        raise SystemExit(f"{argv[:2]} failed with status {out[2]}")
+    return float(out[0]), int(out[1])
 
 
 def bench_scoring(rows: int, big: int | None) -> None:
@@ -67,7 +83,7 @@ def bench_scoring(rows: int, big: int | None) -> None:
         bare_t, bare_rss = run_with_rss([sys.executable, "-c", BARE, str(model), str(inp), str(root / "bare.csv")])
         cli_t, cli_rss = run_with_rss([sys.executable, "-c", _score_code(root, inp)])
         print(f"score {rows:,} rows: bare read+predict+write {bare_t:.2f} s (peak {bare_rss / 2**20:.0f} MiB); "
-              f"deployment path (score+capture+publish) {cli_t:.2f} s (orchestrator peak {cli_rss / 2**20:.0f} MiB)"
+              f"deployment path (score+capture+publish) {cli_t:.2f} s (peak {cli_rss / 2**20:.0f} MiB)"
               f"  ratio {cli_t / bare_t:.2f}x  (goal <= 1.3x; MLflow pyfunc alone 2.4x a bare predict)")
         if big:
             from ambidex_stage.tables import write_table
@@ -77,9 +93,81 @@ def bench_scoring(rows: int, big: int | None) -> None:
             write_table(C.churn_frame(big, seed=4).drop(columns=["churn"]), big_inp)
             bt, brss = run_with_rss([sys.executable, "-c", BARE, str(model), str(big_inp), str(root / "bare4.csv")])
             ct, crss = run_with_rss([sys.executable, "-c", _score_code(root, big_inp)])
-            print(f"score {big:,} rows: bare {bt:.2f} s peak {brss / 2**20:.0f} MiB; deployment path {ct:.2f} s, "
-                  f"orchestrator peak {crss / 2**20:.0f} MiB (vs {cli_rss / 2**20:.0f} MiB at {rows:,}: "
-                  f"x{crss / max(cli_rss, 1):.2f} for x{big / rows:.0f} rows)")
+            print(f"score {big:,} rows: bare {bt:.2f} s peak {brss / 2**20:.0f} MiB (x{brss / max(bare_rss, 1):.2f}); "
+                  f"deployment path {ct:.2f} s ratio {ct / bt:.2f}x, peak {crss / 2**20:.0f} MiB (vs "
+                  f"{cli_rss / 2**20:.0f} MiB at {rows:,}: x{crss / max(cli_rss, 1):.2f} for x{big / rows:.0f} rows)")
+
+
+BARE_R = r"""
+suppressMessages({library(data.table); library(ranger)})
+a <- commandArgs(TRUE)
+t <- proc.time()[["elapsed"]]
+m <- jsonlite::fromJSON(file.path(a[1], "model.json"), simplifyVector = FALSE)
+model <- readRDS(file.path(a[1], m$runtime$payload))
+df <- fread(a[2], na.strings = "", showProgress = FALSE)
+x <- ambidex:::conform_input(as.data.frame(df), m$signature)$df
+p <- ambidex:::model_predict(model, x)
+fwrite(data.table(customer_id = df$customer_id, prediction = p$prediction, score = p$score), a[3])
+cat(proc.time()[["elapsed"]] - t, "\n")
+"""
+
+
+def train_r_ranger(root: Path, trees: int = 100) -> Path:
+    """A ranger model (binary churn) trained by the R built-in train stage."""
+    import json
+    import uuid
+
+    import conftest as C
+    from ambidex.pipeline import write_context
+    from ambidex.runners import StageLaunch, run_stage
+    from ambidex_stage.tables import write_table
+
+    stage_dir = root / "train_r"
+    (stage_dir / "out").mkdir(parents=True)
+    write_table(C.churn_frame(2000, seed=1), stage_dir / "train.csv")
+    ctx = {"contract_version": 1, "run_id": uuid.uuid4().hex, "pipeline": "churn", "stage": "train", "lang": "r",
+           "project_root": str(root), "output_dir": str(stage_dir / "out"),
+           "params": {"target": "churn", "exclude": ["customer_id"], "name": "churn", "golden_n": 4,
+                      "method": "ranger", "num_trees": trees},
+           "inputs": {"train": {"kind": "table", "path": str(stage_dir / "train.csv"),
+                                "schema": json.loads((stage_dir / "train.schema.json").read_text())}},
+           "outputs": {"model": {"kind": "model", "path": str(stage_dir / "out" / "model")}},
+           "window": None, "seed": 7}
+    write_context(stage_dir / "context.json", ctx)
+    outcome = run_stage(StageLaunch(stage="train", lang="r", runner="rscript", script=None, builtin="train",
+                                    context_path=stage_dir / "context.json", stage_dir=stage_dir, project_root=root,
+                                    timeout=600))
+    if outcome.error:
+        raise outcome.error
+    return stage_dir / "out" / "model"
+
+
+def bench_r(rows: int) -> None:
+    import conftest as C
+    from ambidex.artifacts import ArtifactStore
+    from ambidex.db import connect, migrate
+    from ambidex.deploy import Deployments, Member
+    from ambidex_stage.tables import write_table
+
+    os.environ.setdefault("AMBIDEX_R_LIBS", str(REPO / ".venv" / "R-library"))
+    env = {**os.environ, "R_LIBS": os.environ["AMBIDEX_R_LIBS"], "LC_ALL": "C.UTF-8"}
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        model = train_r_ranger(root)
+        engine = connect(f"sqlite:///{root / 'registry.db'}")
+        migrate(engine)
+        store = ArtifactStore(root / "artifacts")
+        C.register(engine, store, model, "churn")
+        Deployments(engine, store=store, actor="bench").create("bench", [Member("churn", 1)], entity_key="customer_id")
+        engine.dispose()
+        inp = root / f"in_{rows}.csv"
+        write_table(C.churn_frame(rows, seed=3).drop(columns=["churn"]), inp)
+        bare_t, bare_rss = run_with_rss(["Rscript", "--vanilla", "-e", BARE_R, str(model), str(inp),
+                                         str(root / "bare.csv")], env=env)
+        cli_t, cli_rss = run_with_rss([sys.executable, "-c", _score_code(root, inp)], env=env)
+        print(f"R ranger(100 trees) {rows:,} rows: bare Rscript fread+predict+fwrite {bare_t:.2f} s (peak "
+              f"{bare_rss / 2**20:.0f} MiB); deployment path (score+capture+publish) {cli_t:.2f} s (peak "
+              f"{cli_rss / 2**20:.0f} MiB)  ratio {cli_t / bare_t:.2f}x  (goal <= 1.3x)")
 
 
 def _score_code(root: Path, inp: Path) -> str:
@@ -160,12 +248,18 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--big", type=int, default=4_000_000)
     ap.add_argument("--promotions", type=int, default=20)
+    ap.add_argument("--r-rows", type=int, default=1_000_000)
     ap.add_argument("--skip-scoring", action="store_true")
+    ap.add_argument("--skip-r", action="store_true")
+    ap.add_argument("--skip-promotions", action="store_true")
     a = ap.parse_args()
     if not a.skip_scoring:
         bench_scoring(a.rows, a.big or None)
-    bench_promotions(None, a.promotions, "SQLite")
-    bench_promotions("postgresql", a.promotions, "PostgreSQL")
+    if not a.skip_r:
+        bench_r(a.r_rows)
+    if not a.skip_promotions:
+        bench_promotions(None, a.promotions, "SQLite")
+        bench_promotions("postgresql", a.promotions, "PostgreSQL")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ in ``predictions``.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -141,16 +143,30 @@ class Scorer:
         canaries = [m for m in live.members if m.role == "canary"]
         assignment = self._assign(name, outputs[refs[[m.role for m in live.members].index("champion")].id],
                                   dep["entity_key"], canaries)
-        for m, r in zip(live.members, refs):
-            status = "skipped"
-            if r.id in {x.id for _, x in todo}:
-                n, published = self._capture(dep["id"], live.revision, (start, end), m, r, outputs[r.id],
-                                             dep["entity_key"], assignment, canaries, input_ref, input_csv, replace)
-                status = "captured"
-                report.rows = n
-            report.members.append({"model": m.label, "role": m.role, "status": status})
-        report.published_path = str(self._publish(pub_path, live.members, refs, outputs, dep["entity_key"],
-                                                  assignment, canaries))
+        expected = schema.get("row_count")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # the published file is written beside the captures (pyarrow releases the GIL) and moved into
+            # place only after every capture committed, so a failed capture never publishes
+            pub = pool.submit(self._publish, pub_path, live.members, refs, outputs, dep["entity_key"], assignment,
+                              canaries, expected)
+            try:
+                for m, r in zip(live.members, refs):
+                    status = "skipped"
+                    if r.id in {x.id for _, x in todo}:
+                        n, published = self._capture(dep["id"], live.revision, (start, end), m, r, outputs[r.id],
+                                                     dep["entity_key"], assignment, canaries, input_ref, input_csv,
+                                                     replace, expected)
+                        status = "captured"
+                        report.rows = n
+                    report.members.append({"model": m.label, "role": m.role, "status": status})
+            except BaseException:
+                pub.cancel()
+                with contextlib.suppress(BaseException):
+                    tmp, _ = pub.result()
+                    tmp.unlink(missing_ok=True)
+                raise
+            tmp, rows = pub.result()
+        report.published_path = str(self._publish_commit(tmp, pub_path, dep["entity_key"], rows))
         shutil.rmtree(work, ignore_errors=True)
         return report
 
@@ -185,17 +201,16 @@ class Scorer:
             return dict(pool.map(one, pairs))
 
     def _chunks(self, path: Path, key: str):
-        import pandas as pd
-
-        return pd.read_csv(path, chunksize=self.chunk_size, dtype={key: str, "prediction": str, "score": "float64"},
-                           keep_default_na=False, na_values=[""], usecols=[key, "prediction", "score"])
+        """The predictions file ``path`` as pyarrow Tables of exactly ``chunk_size`` rows (the last may be
+        shorter): ``key`` and ``prediction`` as text, ``score`` as double. Streams (flat memory)."""
+        return _csv_chunks(path, {key: "string", "prediction": "string", "score": "double"}, self.chunk_size)
 
     def _assign(self, name: str, champion_csv: Path, key: str, canaries: list[Member]):
         import numpy as np
 
         if not canaries:
             return None
-        parts = [np.asarray(assign_rows(name, c[key].tolist(), canaries), dtype=np.int8)
+        parts = [np.asarray(assign_rows(name, c.column(key).to_pylist(), canaries), dtype=np.int8)
                  for c in self._chunks(champion_csv, key)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
 
@@ -211,7 +226,10 @@ class Scorer:
         return part == -1 if role == "champion" else part == canaries.index(member)
 
     def _capture(self, dep_id, revision, window, member: Member, ref: VersionRef, out_csv: Path, key: str,
-                 assignment, canaries, input_ref: str, input_csv: Path, replace: bool) -> tuple[int, int]:
+                 assignment, canaries, input_ref: str, input_csv: Path, replace: bool,
+                 expected_rows: int | None = None) -> tuple[int, int]:
+        from ambidex_stage.tables import prefetch
+
         b, p = T.capture_batches, T.predictions
         start, end = window
         feats = self._feature_chunks(input_csv) if self.capture_features else None
@@ -230,19 +248,17 @@ class Scorer:
                 features_mode="json" if self.capture_features else "reference", scored_at=self.deps.clock(),
                 scored_by=self.deps.actor)).inserted_primary_key[0]
             n = published = 0
-            for chunk in self._chunks(out_csv, key):
-                m = len(chunk)
+            write = _PredictionWriter(conn, p, batch_id, with_features=feats is not None)
+            for chunk, fjson in prefetch(_zip_features(self._chunks(out_csv, key), feats)):
+                m = chunk.num_rows
                 mask = self._published_mask(member.role, member, canaries, assignment, n, n + m)
-                fjson = next(feats) if feats is not None else [None] * m
-                score = chunk["score"].astype(object).where(chunk["score"].notna(), None)
-                pred = chunk["prediction"].astype(object).where(chunk["prediction"].notna(), None)
-                conn.execute(p.insert(), [
-                    {"batch_id": batch_id, "row_index": n + i, "entity_key": k, "prediction": pv, "score": sv,
-                     "published": bool(pub), "features": fj}
-                    for i, (k, pv, sv, pub, fj) in enumerate(zip(chunk[key].tolist(), pred.tolist(), score.tolist(),
-                                                                 mask.tolist(), fjson))])
+                write(n, chunk.column(key), chunk.column("prediction"), chunk.column("score"), mask, fjson)
                 n += m
                 published += int(mask.sum())
+            if expected_rows is not None and n != expected_rows:
+                raise DataError(f"{ref.label} returned {n} prediction rows for {expected_rows} input rows; "
+                                "nothing was captured.", code="contract.invalid_table",
+                                hint="A model must return exactly one row per input row (contract/SPEC.md 4.1).")
             conn.execute(b.update().where(b.c.id == batch_id).values(row_count=n, published_rows=published))
             self.deps.event(conn, "capture.completed", self.deps_name(dep_id, conn),
                             {"window": [start, end], "model": ref.label, "role": member.role, "rows": n,
@@ -254,14 +270,17 @@ class Scorer:
         return conn.execute(sa.select(T.deployments.c.name).where(T.deployments.c.id == dep_id)).scalar_one()
 
     def _feature_chunks(self, input_csv: Path):
-        from ambidex_stage.tables import read_table
+        """Each input row's features as one JSON text, in lists aligned with the prediction chunks (streamed)."""
+        from ambidex_stage.tables import read_table_chunks
 
-        df = read_table(input_csv)  # features mode trades memory for a self-contained capture
-        for lo in range(0, len(df), self.chunk_size):
-            yield df.iloc[lo:lo + self.chunk_size].to_json(orient="records", lines=True, date_format="iso").splitlines()
+        for df in read_table_chunks(input_csv, self.chunk_size):
+            yield df.to_json(orient="records", lines=True, date_format="iso").splitlines()
 
-    def _publish(self, path: Path, members, refs, outputs: dict, key: str, assignment, canaries) -> Path:
+    def _publish(self, path: Path, members, refs, outputs: dict, key: str, assignment, canaries,
+                 expected: int | None = None) -> tuple[Path, int]:
+        """Write the published rows to a temporary file beside ``path``; returns (temporary path, rows)."""
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.csv as pacsv
 
         pubs = [(m, r) for m, r in zip(members, refs) if m.role != "shadow"]
@@ -269,34 +288,177 @@ class Scorer:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         lo = 0
-        with open(tmp, "wb") as f:
-            f.write(f'"{key}","prediction","score","model","version","role"\n'.encode("utf-8"))
-            opts = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-            while True:
-                chunks = [(m, r, next(it, None)) for m, r, it in readers]
-                if any(c is None for _, _, c in chunks):
-                    break
-                hi = lo + len(chunks[0][2])
-                for m, r, c in chunks:
-                    mask = self._published_mask(m.role, m, canaries, assignment, lo, hi)
-                    sel = c[mask]
-                    table = pa.table({key: pa.array(sel[key].tolist(), pa.string()),
-                                      "prediction": pa.array(sel["prediction"].tolist(), pa.string()),
-                                      "score": pa.array(sel["score"].to_numpy(), pa.float64()),
-                                      "model": pa.array([r.name] * len(sel), pa.string()),
-                                      "version": pa.array([r.version] * len(sel), pa.int64()),
-                                      "role": pa.array([m.role] * len(sel), pa.string())})
-                    pacsv.write_csv(table, f, opts)
-                lo = hi
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(f'"{key}","prediction","score","model","version","role"\n'.encode("utf-8"))
+                opts = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+                while True:
+                    chunks = [(m, r, next(it, None)) for m, r, it in readers]
+                    if all(c is None for _, _, c in chunks):
+                        break
+                    if any(c is None or c.num_rows != chunks[0][2].num_rows for _, _, c in chunks):
+                        raise DataError("The published models returned different numbers of rows; nothing was "
+                                        "published.", code="contract.invalid_table",
+                                        hint="A model must return exactly one row per input row.")
+                    hi = lo + chunks[0][2].num_rows
+                    for m, r, c in chunks:
+                        mask = self._published_mask(m.role, m, canaries, assignment, lo, hi)
+                        sel = c.filter(pa.array(mask))
+                        k = len(sel)
+                        score = sel.column("score")
+                        table = pa.table({key: _as_text(sel.column(key)), "prediction": _as_text(sel.column("prediction")),
+                                          "score": pc.if_else(pc.is_nan(score), pa.scalar(None, pa.float64()), score),
+                                          "model": pa.repeat(pa.scalar(r.name, pa.string()), k),
+                                          "version": pa.repeat(pa.scalar(int(r.version), pa.int64()), k),
+                                          "role": pa.repeat(pa.scalar(m.role, pa.string()), k)})
+                        pacsv.write_csv(table, f, opts)
+                    lo = hi
+                f.flush()
+                os.fsync(f.fileno())
+            if expected is not None and pubs and lo != expected:
+                raise DataError(f"The published models returned {lo} rows for {expected} input rows; nothing was "
+                                "published.", code="contract.invalid_table",
+                                hint="A model must return exactly one row per input row.")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, lo
+
+    def _publish_commit(self, tmp: Path, path: Path, key: str, rows: int) -> Path:
         os.replace(tmp, path)
-        schema = {"contract_version": 1, "row_count": lo, "columns": [
+        schema = {"contract_version": 1, "row_count": rows, "columns": [
             {"name": key, "type": "string", "nullable": False}, {"name": "prediction", "type": "string", "nullable": True},
             {"name": "score", "type": "double", "nullable": True}, {"name": "model", "type": "string", "nullable": False},
             {"name": "version", "type": "integer", "nullable": False}, {"name": "role", "type": "string", "nullable": False}]}
         path.with_name(path.stem + ".schema.json").write_text(json.dumps(schema, indent=2), encoding="utf-8")
         return path
+
+
+def _csv_chunks(path: Path, types: dict[str, str], chunk_rows: int):
+    """Columns ``types`` ({name: "string" | "double"}) of the typed CSV ``path`` as pyarrow Tables of exactly
+    ``chunk_rows`` rows (the last may be shorter), parsed by pyarrow's streaming reader (flat memory).
+    An unquoted empty field is missing, a quoted ``""`` the empty string (contract/SPEC.md 3)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    kinds = {"string": pa.string(), "double": pa.float64()}
+    try:
+        reader = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=1 << 22),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pcsv.ConvertOptions(column_types={k: kinds[v] for k, v in types.items()},
+                                                include_columns=list(types), null_values=[""],
+                                                strings_can_be_null=True, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, KeyError) as e:
+        raise DataError(f"Predictions file {path} does not parse: {e}.", code="contract.invalid_table",
+                        hint="The model's score stage must write a typed table (contract/SPEC.md 3, 4.1).") from None
+    pending, rows = [], 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as e:
+            raise DataError(f"Predictions file {path} does not parse: {e}.", code="contract.invalid_table",
+                            hint="The model's score stage must write a typed table (contract/SPEC.md 3, 4.1).") from None
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, chunk_rows).combine_chunks()
+            rest = table.slice(chunk_rows)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
+def _zip_features(chunks, feats):
+    """(prediction chunk, feature JSON list or None) pairs; the two streams must align row for row."""
+    for chunk in chunks:
+        fj = next(feats, None) if feats is not None else None
+        if feats is not None and (fj is None or len(fj) != chunk.num_rows):
+            raise DataError("The predictions and the input features do not align row for row; nothing was "
+                            "captured.", code="contract.invalid_table",
+                            hint="A model must return exactly one row per input row, in input order.")
+        yield chunk, fj
+
+
+class _PredictionWriter:
+    """Appends prediction rows of one capture batch inside the caller's transaction, as fast as each
+    backend allows: PostgreSQL (psycopg 3) ``COPY ... FROM STDIN`` of CSV built by pyarrow; every other
+    backend one DBAPI ``executemany`` of tuples per chunk, built column-wise (bind processors applied
+    per column, no per-row dicts). Same rows and values as ``conn.execute(table.insert(), dicts)``."""
+
+    def __init__(self, conn, table: sa.Table, batch_id: int, *, with_features: bool):
+        dialect = conn.dialect
+        self.table, self.batch_id = table, batch_id
+        self.keys = ["batch_id", "row_index", "entity_key", "prediction", "score", "published"]
+        if with_features:
+            self.keys.append("features")
+        self.cursor = conn.connection.dbapi_connection.cursor()
+        self.copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        if self.copy:
+            prep = dialect.identifier_preparer
+            self.sql = (f"COPY {prep.format_table(table)} ({', '.join(prep.quote(k) for k in self.keys)}) "
+                        "FROM STDIN (FORMAT csv)")
+            return
+        compiled = table.insert().compile(dialect=dialect, column_keys=self.keys)
+        self.sql = str(compiled)
+        self.order = list(compiled.positiontup) if compiled.positional else None
+        self.procs = {k: table.c[k].type._cached_bind_processor(dialect) for k in self.keys}
+
+    def __call__(self, lo: int, keys, preds, scores, mask, features) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(keys)
+        scores = pc.if_else(pc.is_nan(scores), pa.scalar(None, pa.float64()), scores)  # NaN is stored as NULL
+        if self.copy:
+            self._copy(lo, n, keys, preds, scores, mask, features)
+            return
+        cols = {"row_index": range(lo, lo + n), "entity_key": keys.to_pylist(), "prediction": preds.to_pylist(),
+                "score": scores.to_pylist(), "published": mask.tolist()}
+        if features is not None:
+            cols["features"] = features
+        for k, proc in self.procs.items():
+            if proc is None or k == "batch_id":
+                continue
+            if k == "published":
+                t, f = proc(True), proc(False)
+                cols[k] = [t if v else f for v in cols[k]]
+            elif k != "row_index":
+                cols[k] = [None if v is None else proc(v) for v in cols[k]]
+        bid = self.procs["batch_id"](self.batch_id) if self.procs["batch_id"] else self.batch_id
+        if self.order is not None:
+            rows = list(zip(*[cols[k] if k != "batch_id" else itertools.repeat(bid, n) for k in self.order]))
+        else:  # a named paramstyle (e.g. psycopg2): dicts are the only form the driver takes
+            rows = [dict(zip(self.keys, r)) for r in zip(itertools.repeat(bid, n), *[cols[k] for k in self.keys[1:]])]
+        if rows:
+            self.cursor.executemany(self.sql, rows)
+
+    def _copy(self, lo, n, keys, preds, scores, mask, features) -> None:
+        import io
+
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        data = {"batch_id": pa.array(np.full(n, self.batch_id, dtype=np.int64)),
+                "row_index": pa.array(np.arange(lo, lo + n, dtype=np.int64)),
+                "entity_key": _as_text(keys), "prediction": _as_text(preds), "score": scores,
+                "published": pa.array(np.asarray(mask, dtype=bool))}
+        if features is not None:
+            data["features"] = pa.array(features, pa.string())
+        buf = io.BytesIO()
+        pacsv.write_csv(pa.table(data), buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+        with self.cursor.copy(self.sql) as cp:
+            cp.write(buf.getbuffer())
+
+
+def _as_text(arr):
+    import pyarrow as pa
+
+    return arr.cast(pa.string())
 
 
 def record_labels(engine: sa.Engine, source: str, rows: list[dict], *, clock=None) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import ContractError, StageError
 from .manifest import fill_files, load_payload, normalize_importance, read_manifest, write_manifest
-from .signature import coerce_to_signature, column_from_series
+from .signature import coerce_to_signature
 
 __all__ = ["train", "score", "predict", "load_payload", "golden_frame", "check_golden", "ESTIMATORS"]
 
@@ -301,39 +301,50 @@ def train(ctx) -> Path:
 # ----------------------------------------------------------------- score
 
 def score(ctx) -> None:
-    """Built-in ``score`` stage: inputs ``data`` (table) and ``model`` (folder); writes the predictions table."""
+    """Built-in ``score`` stage: inputs ``data`` (table) and ``model`` (folder); writes the predictions table.
+
+    Streams: the input is read ``params.chunk_size`` rows at a time (default 100,000; a background
+    thread parses the next chunk while this one is predicted) and each chunk's predictions are
+    appended to the output as they are made, so memory stays flat as the table grows. The output
+    appears (atomically) only when every row is scored.
+    """
     import pandas as pd
+
+    from .tables import prefetch, read_table_chunks, write_table_chunks
 
     folder = ctx.input_model("model")
     manifest = read_manifest(folder)
     payload = load_payload(folder, manifest)
-    df = ctx.input_table("data")
+    in_schema = ctx.input_schema("data")
+    names = [c["name"] for c in in_schema["columns"]]
     keep = list(ctx.params.get("keep") or [])
-    missing = [k for k in keep if k not in df.columns]
+    missing = [k for k in keep if k not in names]
     if missing:
         raise ContractError(f"params.keep names column {missing[0]!r}, which the input does not have.",
-                            code="contract.missing_column", hint=f"The input has columns {list(df.columns)}.")
-    X, extras = coerce_to_signature(df, manifest["signature"]["inputs"])
+                            code="contract.missing_column", hint=f"The input has columns {names}.")
     chunk = int(ctx.params.get("chunk_size") or 100_000)
     levels, task = manifest["target"].get("levels") or [], manifest["task"]
-    preds, scores = [], []
-    for lo in range(0, len(X), chunk):
-        p, s = _predict_frame(payload, X.iloc[lo:lo + chunk], levels, task)
-        preds.append(pd.Series(p))
-        scores.append(pd.Series(s, dtype="float64"))
-    out = {k: df[k].reset_index(drop=True) for k in keep}
-    if task == "regression":
-        out["prediction"] = pd.concat(preds, ignore_index=True) if preds else pd.Series([], dtype="float64")
-    else:
-        out["prediction"] = (pd.Series(pd.Categorical(pd.concat(preds, ignore_index=True), categories=levels))
-                             if preds else pd.Series(pd.Categorical([], categories=levels)))
-    out["score"] = pd.concat(scores, ignore_index=True) if scores else pd.Series([], dtype="float64")
-    frame = pd.DataFrame(out)
-    in_schema = {c["name"]: c for c in ctx.input_schema("data")["columns"]}
-    cols = [in_schema.get(k) or column_from_series(k, frame[k]) for k in keep] + list(manifest["signature"]["outputs"])
-    ctx.write_table(_single_output(ctx, "table", "predictions"), frame,
-                    {"contract_version": 1, "row_count": len(frame), "columns": cols})
-    ctx.log_metric("n_rows", len(frame))
+    by_name = {c["name"]: c for c in in_schema["columns"]}
+    cols = [by_name[k] for k in keep] + list(manifest["signature"]["outputs"])
+    state = {"rows": 0, "extras": None}
+
+    def predictions():
+        for df in prefetch(read_table_chunks(ctx.input_path("data"), chunk, in_schema)):
+            X, extras = coerce_to_signature(df, manifest["signature"]["inputs"])
+            if state["extras"] is None:
+                state["extras"] = extras
+            p, s = _predict_frame(payload, X, levels, task)
+            out = {k: df[k].reset_index(drop=True) for k in keep}
+            out["prediction"] = (pd.Series(p, dtype="float64") if task == "regression"
+                                 else pd.Series(pd.Categorical(p, categories=levels)))
+            out["score"] = pd.Series(s, dtype="float64")
+            state["rows"] += len(df)
+            yield pd.DataFrame(out)
+
+    write_table_chunks(predictions(), ctx.output_path(_single_output(ctx, "table", "predictions")),
+                       {"contract_version": 1, "row_count": 0, "columns": cols})
+    extras = state["extras"] or []
+    ctx.log_metric("n_rows", state["rows"])
     ctx.log_metric("extra_columns", len(extras))
     if extras:
         ctx.log_param("extra_columns", extras)

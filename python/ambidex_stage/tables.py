@@ -32,7 +32,7 @@ from .errors import ContractError
 from .signature import coerce_series, coerce_to_signature, schema_from_frame
 from .validate import validate_document
 
-__all__ = ["read_table", "write_table", "read_schema", "sidecar_path", "schema_from_frame", "coerce_to_signature"]
+__all__ = ["read_table", "read_table_chunks", "write_table", "write_table_chunks", "read_schema", "sidecar_path", "schema_from_frame", "coerce_to_signature"]
 
 _CHUNK_ROWS = 50_000
 _TS_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
@@ -160,9 +160,6 @@ def write_table(df, csv_path, schema: dict | None = None) -> dict:
     >>> open(os.path.join(d, "t.csv"), "rb").read()
     b's\\n""\\n\\n'
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     path = Path(csv_path)
     df = df.set_axis([str(c) for c in df.columns], axis=1)
     if schema is None:
@@ -180,18 +177,73 @@ def write_table(df, csv_path, schema: dict | None = None) -> dict:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write((",".join(_quote_name(c["name"]) for c in cols) + "\n").encode("utf-8"))
-            for lo in range(0, n, _CHUNK_ROWS) if cols else ():
-                fields = [_field_text(canon[c["name"]].iloc[lo:lo + _CHUNK_ROWS], c) for c in cols]
-                line = pc.binary_join_element_wise(*fields, ",") if len(fields) > 1 else fields[0]
-                lines = pc.binary_join_element_wise(line, pa.scalar(""), "\n")
-                f.write(_body_bytes(lines))
+            f.write(_header_bytes(cols))
+            _write_rows(f, canon, cols, n)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    _atomic_write_bytes(sidecar_path(path), (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return schema
+
+
+def _header_bytes(cols) -> bytes:
+    return (",".join(_quote_name(c["name"]) for c in cols) + "\n").encode("utf-8")
+
+
+def _write_rows(f, canon: dict, cols, n: int) -> None:
+    """Append the records of canonical Series ``canon`` (``n`` rows) to binary file ``f``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for lo in range(0, n, _CHUNK_ROWS) if cols else ():
+        fields = [_field_text(canon[c["name"]].iloc[lo:lo + _CHUNK_ROWS], c) for c in cols]
+        line = pc.binary_join_element_wise(*fields, ",") if len(fields) > 1 else fields[0]
+        lines = pc.binary_join_element_wise(line, pa.scalar(""), "\n")
+        f.write(_body_bytes(lines))
+
+
+def write_table_chunks(frames, csv_path, schema: dict) -> dict:
+    """Write an iterable of DataFrames as one typed table ``csv_path`` plus sidecar; returns the schema.
+
+    The streaming counterpart of :func:`write_table`: every frame is matched to ``schema`` by column
+    name and converted as ``write_table`` does, and appended as it arrives, so memory holds one
+    frame. The CSV goes to a temporary name and is moved into place (then the sidecar, with the
+    final ``row_count``) only after the last frame: if the iterable raises, nothing is published.
+
+    >>> import pandas as pd, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> s = {"contract_version": 1, "row_count": 0, "columns": [{"name": "x", "type": "integer", "nullable": False}]}
+    >>> write_table_chunks((pd.DataFrame({"x": [i, i + 1]}) for i in (0, 2)), p, s)["row_count"]
+    4
+    """
+    path = Path(csv_path)
+    schema = {**schema, "contract_version": 1, "row_count": 0}
+    _check_schema(schema, "(schema given to write_table_chunks)")
+    cols = schema["columns"]
+    n = 0
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_header_bytes(cols))
+            for df in frames:
+                df = df.set_axis([str(c) for c in df.columns], axis=1)
+                df, extras = coerce_to_signature(df, cols)
+                if extras:
+                    raise ContractError(f"write_table_chunks: a frame has columns {extras} that the schema does "
+                                        "not declare.", code="contract.invalid_table",
+                                        hint="Drop them or add them to the schema.")
+                _write_rows(f, {c["name"]: df[c["name"]] for c in cols}, cols, len(df))
+                n += len(df)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    schema["row_count"] = n
     _atomic_write_bytes(sidecar_path(path), (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return schema
 
@@ -223,8 +275,10 @@ def _first_bad_index(values, ok):
     return None, None
 
 
-def _convert(path, arr, col):
-    """A pandas Series in the canonical dtype from one column of CSV text (pyarrow string array)."""
+def _convert(path, arr, col, first_record=0):
+    """A pandas Series in the canonical dtype from one column of CSV text (pyarrow string array).
+
+    ``first_record``: the 0-based record number of ``arr[0]`` in the file (for error lines)."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -234,7 +288,7 @@ def _convert(path, arr, col):
     miss = arr.is_null().to_numpy(zero_copy_only=False)
 
     def bad(i, v, expect):
-        return _fail(path, i + 2, name, f"value {v!r} is not a valid {t} ({expect})")
+        return _fail(path, first_record + i + 2, name, f"value {v!r} is not a valid {t} ({expect})")
 
     if t in ("integer", "double"):
         target = pa.int64() if t == "integer" else pa.float64()
@@ -337,6 +391,24 @@ def read_table(csv_path, schema: dict | None = None):
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
+    path, schema, names = _open_checked(csv_path, schema)
+    if not names:
+        return pd.DataFrame(index=pd.RangeIndex(schema.get("row_count", 0)))
+    newlines = any(c["type"] in ("string", "category") for c in schema["columns"])
+    try:
+        table = pcsv.read_csv(path, **_options(names, newlines=newlines))
+    except pa.ArrowInvalid as e:
+        raise _row_error(path, names, e, newlines) from None
+    out = {c["name"]: _convert(path, table.column(c["name"]).combine_chunks(), c) for c in schema["columns"]}
+    df = pd.DataFrame(out)
+    if "row_count" in schema and schema["row_count"] != len(df):
+        raise _fail(path, None, None, f"the schema says row_count {schema['row_count']} but the CSV has {len(df)} rows")
+    _check_nullable(path, schema, df, 0)
+    return df
+
+
+def _open_checked(csv_path, schema):
+    """(path, schema, names) after checking the schema, that the file exists and its header."""
     path = Path(csv_path)
     if schema is None:
         schema = read_schema(path)
@@ -350,21 +422,132 @@ def read_table(csv_path, schema: dict | None = None):
     if header != names and not (header is None and not names):
         raise _fail(path, 1, None, f"the header {header} does not equal the schema's column names {names}"
                     + (" (the file starts with a BOM; write UTF-8 without BOM)" if header and header[0].startswith("\ufeff") else ""))
-    if not names:
-        return pd.DataFrame(index=pd.RangeIndex(schema.get("row_count", 0)))
-    newlines = any(c["type"] in ("string", "category") for c in schema["columns"])
-    try:
-        table = pcsv.read_csv(path, **_options(names, newlines=newlines))
-    except pa.ArrowInvalid as e:
-        raise _row_error(path, names, e, newlines) from None
-    out = {c["name"]: _convert(path, table.column(c["name"]).combine_chunks(), c) for c in schema["columns"]}
-    df = pd.DataFrame(out)
-    if "row_count" in schema and schema["row_count"] != len(df):
-        raise _fail(path, None, None, f"the schema says row_count {schema['row_count']} but the CSV has {len(df)} rows")
+    return path, schema, names
+
+
+def _check_nullable(path, schema, df, first_record):
     for c in schema["columns"]:
         if c.get("nullable") is False and df[c["name"]].isna().any():
-            line = int(df[c["name"]].isna().to_numpy().argmax()) + 2
+            line = first_record + int(df[c["name"]].isna().to_numpy().argmax()) + 2
             raise ContractError(f"Table {path}, line {line}, column {c['name']!r}: missing value in a column "
                                 "declared nullable: false.", code="contract.type_mismatch", column=c["name"],
                                 hint="Fill the missing values upstream, or declare the column nullable.")
-    return df
+
+
+def read_table_chunks(csv_path, chunk_rows: int = 100_000, schema: dict | None = None):
+    """Read a typed table as a stream of DataFrames of ``chunk_rows`` rows (the last may be shorter).
+
+    Same checks and conversions as :func:`read_table` (errors name the record's line in the whole
+    file), but memory holds about one chunk: the CSV is parsed by pyarrow's streaming reader.
+    Chunk ``i`` carries the index ``range(i * chunk_rows, ...)``, so ``pd.concat(chunks)`` equals
+    ``read_table``. A table without rows yields one empty frame in the canonical dtypes. The
+    ``row_count`` check runs when the stream ends, after the chunks before it were yielded, so a
+    consumer must treat what it wrote as incomplete until the generator finishes.
+
+    >>> import pandas as pd, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> _ = write_table(pd.DataFrame({"x": range(5)}), p)
+    >>> [len(c) for c in read_table_chunks(p, 2)]
+    [2, 2, 1]
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    chunk_rows = int(chunk_rows)
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be >= 1")
+    path, schema, names = _open_checked(csv_path, schema)
+    if not names:
+        n = schema.get("row_count", 0)
+        for lo in range(0, n, chunk_rows) if n else (0,):
+            yield pd.DataFrame(index=pd.RangeIndex(lo, min(n, lo + chunk_rows)))
+        return
+    newlines = any(c["type"] in ("string", "category") for c in schema["columns"])
+    opts = _options(names, newlines=newlines)
+    # ~chunk-sized blocks keep memory flat; never below 1 MiB (per-block overhead) nor above 16 MiB
+    opts["read_options"].block_size = max(1 << 20, min(1 << 24, chunk_rows * 64 * len(names)))
+
+    def convert(batches, lo):
+        table = pa.Table.from_batches(batches).combine_chunks() if batches else None
+        cols = {c["name"]: _convert(path, table.column(c["name"]).combine_chunks() if table is not None
+                                    else pa.array([], pa.string()), c, lo) for c in schema["columns"]}
+        df = pd.DataFrame(cols)
+        df.index = pd.RangeIndex(lo, lo + len(df))
+        _check_nullable(path, schema, df, lo)
+        return df
+
+    try:
+        reader = pcsv.open_csv(path, **opts)
+    except pa.ArrowInvalid as e:
+        raise _row_error(path, names, e, newlines) from None
+    pending: list = []  # record batches not yet yielded, pending_rows rows in all
+    pending_rows = done = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as e:
+            raise _row_error(path, names, e, newlines) from None
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield convert(table.slice(0, chunk_rows).to_batches(), done)
+            done += chunk_rows
+            rest = table.slice(chunk_rows)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+    if pending_rows or not done:
+        yield convert([b for b in pending if b.num_rows], done)
+        done += pending_rows
+    if "row_count" in schema and schema["row_count"] != done:
+        raise _fail(path, None, None, f"the schema says row_count {schema['row_count']} but the CSV has {done} rows")
+
+
+def prefetch(chunks, depth: int = 1):
+    """Iterate ``chunks`` with a background thread producing up to ``depth`` items ahead (pyarrow's CSV
+    parsing releases the GIL, so reading overlaps the consumer's work). The producer's exception is
+    re-raised to the consumer in order; closing the iterator early stops the producer.
+
+    >>> list(prefetch(iter(range(3))))
+    [0, 1, 2]
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run():
+        try:
+            for c in chunks:
+                if not put((c, None)):
+                    return
+            put((end, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            put((end, e))
+
+    t = threading.Thread(target=run, name="ambidex-read", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is end:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)

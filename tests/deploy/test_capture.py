@@ -79,9 +79,10 @@ def test_crash_mid_capture_then_resume_gives_exactly_one_set(engine, store, py_m
 
     deps, crashing = make_scorer(engine, store, tmp_path, clock, launcher=broken)
     deps.create("d", [Member("churn", 1)], entity_key="customer_id")
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError) as e:
         crashing.score("d", W1, inp)
-    assert counts(engine) == []
+    assert e.value.code == "contract.invalid_table" and "not-a-number" in e.value.message
+    assert counts(engine) == [] and not (tmp_path / "pub" / "20240601T000000Z_20240602T000000Z.csv").exists()
     _, scorer = make_scorer(engine, store, tmp_path, clock)
     scorer.score("d", W1, inp)
     scorer.score("d", W1, inp)
@@ -155,3 +156,79 @@ def test_r_champion_python_shadow_in_one_revision(engine, store, py_model_dir, r
     r_scores = [r["score"] for r in rows if r["model"] == "churn-r"]
     assert all(0 <= s <= 1 for s in r_scores) and len(set(r_scores)) > 10
     assert dt.timezone.utc == rows[0]["scored_at"].tzinfo
+
+
+def test_capture_is_exact_and_idempotent_on_every_backend(any_engine, store, py_model_dir, tmp_path, clock):
+    """The fast writers (COPY on PostgreSQL, DBAPI executemany elsewhere) store exactly the model's output,
+    once per (deployment, window, model version), across chunk boundaries, re-runs, replace and a crash."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    engine = any_engine
+    register(engine, store, py_model_dir, "churn", times=2)
+    inp = write_input(tmp_path / "in.csv", n=2500)
+    calls = {"n": 0}
+
+    def flaky(model_dir, i, out, keep):  # the 2nd model's file loses its last row on the first run only
+        res = score_model(model_dir, i, out, project_root=tmp_path, work_dir=tmp_path / "work", keep=keep)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            out.write_text("".join(out.read_text().splitlines(keepends=True)[:-1]))
+        return res
+
+    deps, crashing = make_scorer(engine, store, tmp_path, clock, launcher=flaky, chunk_size=700, parallel=1)
+    deps.create("d", [Member("churn", 1), Member("churn", 2, "canary", 0.3)], entity_key="customer_id")
+    with pytest.raises(DataError) as e:
+        crashing.score("d", W1, inp)
+    assert "2499 prediction rows for 2500 input rows" in e.value.message
+    assert not (tmp_path / "pub" / "20240601T000000Z_20240602T000000Z.csv").exists()
+    # the champion's batch committed before the canary's failed; the resume captures the canary only
+    assert [r[0] for r in counts(engine)] == ["champion"]
+    _, scorer = make_scorer(engine, store, tmp_path, clock, chunk_size=700)
+    rep = scorer.score("d", W1, inp)
+    assert [m["status"] for m in rep.members] == ["skipped", "captured"]
+    assert [m["status"] for m in scorer.score("d", W1, inp).members] == ["skipped", "skipped"]
+    scorer.score("d", W1, inp, replace=True)
+    got = counts(engine)
+    assert [(r, int(n)) for r, n, _ in got] == [("canary", 2500), ("champion", 2500)]
+    assert sum(int(p) for _, _, p in got) == 2500  # every row published exactly once
+
+    ref = tmp_path / "ref.csv"
+    score_model(py_model_dir, inp, ref, project_root=tmp_path, work_dir=tmp_path / "work", keep=["customer_id"])
+    t = pcsv.read_csv(ref, convert_options=pcsv.ConvertOptions(
+        column_types={"customer_id": pa.string(), "prediction": pa.string(), "score": pa.float64()}))
+    with engine.connect() as c:
+        rows = c.execute(sa.select(T.predictions.c.row_index, T.predictions.c.entity_key, T.predictions.c.prediction,
+                                   T.predictions.c.score, T.predictions.c.features)
+                         .join(T.capture_batches).where(T.capture_batches.c.role == "champion")
+                         .order_by(T.predictions.c.row_index)).all()
+        batches = c.execute(sa.select(T.capture_batches.c.row_count, T.capture_batches.c.published_rows)).all()
+    assert [r[0] for r in rows] == list(range(2500))
+    assert [r[1] for r in rows] == t.column("customer_id").to_pylist()
+    assert [r[2] for r in rows] == t.column("prediction").to_pylist()
+    assert [r[3] for r in rows] == t.column("score").to_pylist()  # bit-exact doubles
+    assert all(r[4] is None for r in rows)
+    assert sorted(b[0] for b in batches) == [2500, 2500] and sum(b[1] for b in batches) == 2500
+    assert len(events_of(engine, "capture.completed")) == 4  # champion, canary on resume, both on replace
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_features_json_capture_streams_and_aligns(backend, store, py_model_dir, tmp_path, clock, server_dbs):
+    import json
+
+    from .conftest import make_engine
+
+    engine = make_engine(backend, tmp_path, server_dbs)
+    try:
+        register(engine, store, py_model_dir, "churn")
+        deps, scorer = make_scorer(engine, store, tmp_path, clock, chunk_size=300, capture_features=True)
+        deps.create("d", [Member("churn", 1)], entity_key="customer_id")
+        scorer.score("d", W1, write_input(tmp_path / "in.csv", n=1000))
+        with engine.connect() as c:
+            rows = c.execute(sa.select(T.predictions.c.entity_key, T.predictions.c.features)
+                             .order_by(T.predictions.c.row_index)).all()
+        assert len(rows) == 1000
+        assert all(json.loads(f)["customer_id"] == int(k) for k, f in rows)
+        assert {json.loads(f)["plan"] for _, f in rows} <= {"basic", "pro", None}
+    finally:
+        engine.dispose()
