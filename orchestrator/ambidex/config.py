@@ -746,9 +746,8 @@ def redact_url(url: str) -> str:
     >>> redact_url("postgresql+psycopg://ml:s3cr3t@db:5432/registry?sslpassword=x")
     'postgresql+psycopg://ml:***@db:5432/registry?sslpassword=***'
     """
-    m = re.match(r"((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^?#]*)@", url)
-    if m and ":" in m.group(2):
-        url = f"{m.group(1)}{m.group(2).split(':', 1)[0]}:***@{url[m.end():]}"
-    return re.sub(r"(?i)([?&;][^=&;#]*(?:pass|pwd|secret|token|key)[^=&;#]*=)[^&;#]*", r"\1***", url)
+    from .db import redact_url as _redact  # one implementation for database URLs
+
+    return _redact(url)
 
 

@@ -19,6 +19,7 @@ import contextlib
 import importlib.resources
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -51,8 +52,13 @@ def redact_url(url: str | URL) -> str:
     """
     try:
         u = make_url(url)
-    except Exception:  # an unparsable URL may still hold a secret: show none of it
-        return "<unparsable database URL>"
+    except Exception:  # not a SQLAlchemy URL (or '@' in a password): redact by pattern
+        m = re.match(r"((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^?#]*)@", str(url))
+        text = str(url)
+        if not (m and ":" in m.group(2)):
+            return "<unparsable database URL>"  # no recognisable user:password@: show none of it
+        text = f"{m.group(1)}{m.group(2).split(':', 1)[0]}:***@{text[m.end():]}"
+        return re.sub(r"(?i)([?&;][^=&;#]*(?:pass|pwd|secret|token|key)[^=&;#]*=)[^&;#]*", r"\1***", text)
     base = u.set(query={}).render_as_string(hide_password=True)
     if not u.query:
         return base

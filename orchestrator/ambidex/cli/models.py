@@ -40,7 +40,7 @@ def models_list(as_json):
       ambidex models list --json
     """
     rows = _ws().registry().list_models()
-    emit_table(rows, ["name", "latest_version", "versions", "language", "task", "created_at"], as_json)
+    emit_table(rows, ["name", "latest_version", "n_versions", "language", "task", "created_at"], as_json)
 
 
 @models.command("show")
