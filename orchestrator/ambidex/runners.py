@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import StageError
+from .errors import ArtifactError, ContractError, StageError
 
 __all__ = ["StageLaunch", "StageOutcome", "run_stage", "r_library", "stderr_tail", "r_version"]
 
@@ -120,17 +120,23 @@ def _check_runtime(launch: StageLaunch) -> None:
     if launch.lang != "r":
         return
     if shutil.which(launch.rscript) is None:
-        raise StageError(
+        raise _runtime_missing(
             f"Stage '{launch.stage}' is an R stage but '{launch.rscript}' was not found on PATH.",
             code="stage.runtime_missing",
             hint="Install R (apt-get install r-base-core) or run 'make setup'.",
         )
     if not (r_library() / "ambidex").is_dir() and not _r_package_elsewhere(launch):
-        raise StageError(
+        raise _runtime_missing(
             f"Stage '{launch.stage}' needs the ambidex R package, which is not installed in {r_library()}.",
             code="stage.runtime_missing",
             hint="Run 'make setup' (or: R CMD INSTALL -l <venv>/R-library r).",
         )
+
+
+def _runtime_missing(message: str, **kw) -> StageError:
+    err = StageError(message, **kw)
+    err.exit_code = 2  # contract/SPEC.md section 5: a set-up problem, not a failed stage
+    return err
 
 
 def _r_package_elsewhere(launch: StageLaunch) -> bool:
@@ -215,10 +221,13 @@ def _judge(outcome: StageOutcome, launch: StageLaunch) -> StageOutcome:
         err = (result or {}).get("error") or {}
         code = "stage.failed" if result and result.get("status") == "error" else "stage.crashed"
         detail = f": [{err.get('code')}] {err.get('message')}" if err.get("message") else ""
+        how = (f"was killed by signal {-outcome.exit_code}"
+               + (" (SIGKILL: out of memory, or killed by hand)" if outcome.exit_code == -9 else "")
+               if outcome.exit_code is not None and outcome.exit_code < 0
+               else f"failed with exit code {outcome.exit_code}")
         hint = err.get("hint") or f"See {outcome.stderr_path} for the full log."
-        return _fail(outcome, code,
-                     f"Stage '{launch.stage}' ({launch.lang}) failed with exit code {outcome.exit_code}{detail}",
-                     hint, stage_code=err.get("code"))
+        return _fail(outcome, code, f"Stage '{launch.stage}' ({launch.lang}) {how}{detail}",
+                     hint, stage_code=err.get("code"), with_tail=not err.get("message"))
     if result is None:
         return _fail(outcome, "stage.no_result",
                      f"Stage '{launch.stage}' ({launch.lang}) exited with code {outcome.exit_code} "
@@ -227,13 +236,25 @@ def _judge(outcome: StageOutcome, launch: StageLaunch) -> StageOutcome:
     return outcome
 
 
-def _fail(outcome: StageOutcome, code: str, message: str, hint: str, stage_code: str | None = None) -> StageOutcome:
+def _fail(outcome: StageOutcome, code: str, message: str, hint: str, stage_code: str | None = None,
+          with_tail: bool = True) -> StageOutcome:
+    """Record the failure. A stage that reported its own error (result.json) is shown by its message;
+    a crash is shown with the tail of stderr. A stage's contract.* or artifact.* code, or a missing
+    runtime, keeps its meaning (and exit code: 3 for a contract violation, 2 for a missing runtime)."""
     tail = stderr_tail(outcome.stderr_path)
-    full = message + (f"\n--- last lines of stderr ---\n{tail}" if tail else "")
+    full = message + (f"\n--- last lines of stderr ---\n{tail}" if tail and with_tail else "")
     outcome.status = "failed"
-    outcome.error = StageError(full, code=code, hint=hint, stage=outcome.stage,
-                               exit_code=outcome.exit_code, stage_error_code=stage_code,
-                               stderr_tail=tail)
+    cls, final_code = StageError, code
+    if stage_code and stage_code.startswith("contract."):
+        cls, final_code = ContractError, stage_code
+    elif stage_code and stage_code.startswith("artifact."):
+        cls, final_code = ArtifactError, stage_code
+    elif stage_code == "stage.runtime_missing":
+        final_code = stage_code
+    outcome.error = cls(full, code=final_code, hint=hint, stage=outcome.stage, process_exit_code=outcome.exit_code,
+                        stage_error_code=stage_code, stderr_tail=tail)
+    if final_code == "stage.runtime_missing":
+        outcome.error.exit_code = 2
     return outcome
 
 
@@ -275,7 +296,7 @@ def _rpy2_robjects():
         import rpy2.robjects as ro  # noqa: PLC0415 - optional, heavy
         from rpy2.rinterface_lib import callbacks  # noqa: PLC0415
     except ImportError as exc:
-        raise StageError(
+        raise _runtime_missing(
             f"runner: rpy2 needs the Python package rpy2, which could not be imported ({exc}).",
             code="stage.runtime_missing",
             hint="pip install 'rpy2==3.5.17' (rpy2 3.6 does not load against R 4.2), "
