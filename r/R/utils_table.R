@@ -3,8 +3,8 @@
 # Text rules, one per contract type (missing is always an empty unquoted field):
 #   integer    ^-?[0-9]+$                 R integer if all fit in 32 bits, else double
 #                                         if all |x| <= 2^53, else contract.int64_overflow
-#   double     shortest round-trip decimal (15, 16 or 17 significant digits),
-#              NaN, Inf, -Inf
+#   double     round-trip decimal: 15 significant digits when they read back to
+#              the same value, else 17; NaN, Inf, -Inf
 #   string     the text; quoted when empty or holding , " \r \n ("" doubled)
 #   boolean    true, false
 #   timestamp  YYYY-MM-DDTHH:MM:SS[.ffffff]Z in UTC
@@ -75,12 +75,83 @@ encode_column <- function(x, col) {
     integer = {
       if (is.double(x)) sprintf("%.0f", x) |> replace(is.na(x), NA) else as.character(x)
     },
-    double = fmt_double(x),
+    double = fmt_double_csv(x),
     string = csv_quote(enc2utf8(as.character(x))),
     category = csv_quote(enc2utf8(as.character(x))),
     boolean = ifelse(x, "true", "false"),
     timestamp = fmt_timestamp_utc(x)
   )
+}
+
+#' Encode one column for data.table::fwrite(quote = FALSE, na = "")
+#'
+#' Returns what fwrite writes byte for byte as the SPEC's field text, avoiding
+#' a string per field where fwrite can do the work: integers as R integers,
+#' categories and booleans as factors whose levels are the (quoted) labels.
+#' Doubles are text here; write_typed_table() hands the columns that
+#' `native_double_ok()` to fwrite as doubles itself and reads them back to
+#' check them (fwrite has no option for more than 15 digits).
+#' @noRd
+encode_column_fwrite <- function(x, col) {
+  switch(col$type,
+    integer = if (is.integer(x)) as.vector(x) else encode_column(x, col),
+    category = {
+      x <- as.factor(x)
+      levels(x) <- csv_quote(enc2utf8(levels(x)))
+      structure(as.integer(x), levels = levels(x), class = "factor")
+    },
+    boolean = structure(as.integer(x) + 1L, levels = c("false", "true"), class = "factor"),
+    encode_column(x, col)
+  )
+}
+
+#' TRUE when fwrite's 15-significant-digit writer can write x exactly
+#'
+#' No NaN (fwrite writes it as missing), no -0 (written 0), no subnormal
+#' (fwrite writes 5e-324 as 1.1125369292536e-308), and every finite value
+#' equal to its 15-digit rounding. signif() is a cheap screen, not a proof:
+#' the caller reads the written column back and compares bits.
+#' @noRd
+native_double_ok <- function(x) {
+  if (!length(x)) return(TRUE)
+  if (any(is.nan(x))) return(FALSE)
+  fin <- x[is.finite(x)]
+  if (!length(fin)) return(TRUE)
+  a <- abs(fin)
+  !any(a < 2.2250738585072014e-308 & (a > 0 | 1 / fin < 0)) && all(signif(fin, 15) == fin)
+}
+
+#' Doubles as CSV text: shortest of 15 significant digits when that reads
+#' back to the same value, else 17 (`%.17g`, which always does); NaN, Inf,
+#' -Inf spelled out; NA stays NA. `force17` (logical) skips the 15-digit try
+#' for some cells (write_typed_table() sets it where fread misreads them).
+#'
+#' A value that needs exactly 16 digits is written with 17: readers compare
+#' values, and skipping the 16-digit try halves the cost of formatting
+#' full-precision doubles (one sprintf per value instead of two or three).
+#' @noRd
+fmt_double_csv <- function(x, force17 = NULL) {
+  x <- as.double(x)
+  out <- rep(NA_character_, length(x))
+  fin <- is.finite(x)
+  # signif() is exact for values that have 15 digits while the scaling power
+  # of ten is exact (1e-8 <= |x| < 1e37); outside that, every value tries.
+  a <- abs(x)
+  short <- which(fin & (signif(x, 15) == x | a < 1e-8 | a >= 1e37) &
+                   if (is.null(force17)) TRUE else !force17)
+  if (length(short)) {
+    s <- sprintf("%.15g", x[short])
+    ok <- as.double(s) == x[short]
+    # read_typed_table() parses with fread, which is not correctly rounded
+    # either: a 15-digit text must read back through both.
+    ok[ok] <- fread_double_text(s[ok]) == x[short][ok]
+    out[short[ok]] <- s[ok]
+  }
+  long <- which(fin & is.na(out))
+  if (length(long)) out[long] <- sprintf("%.17g", x[long])
+  out[is.nan(x)] <- "NaN"
+  out[!fin & !is.na(x)] <- ifelse(x[!fin & !is.na(x)] > 0, "Inf", "-Inf")
+  out
 }
 
 # Decoders take field text (NA = missing) and return list(value, bad) where
@@ -145,6 +216,23 @@ decode_timestamp <- function(s, present) {
     ok[use[is.na(secs)]] <- FALSE
   }
   list(value = as.POSIXct(v, origin = "1970-01-01", tz = "UTC"), bad = which(!ok))
+}
+
+# Numeric text (no missing values) parsed by data.table::fread(), as
+# read_typed_table() parses double columns; NA where fread cannot.
+fread_double_text <- function(s) {
+  if (!length(s)) return(double())
+  tmp <- tempfile(fileext = ".csv")
+  on.exit(unlink(tmp))
+  writeLines(c("x", s), tmp, useBytes = TRUE)
+  back <- tryCatch(
+    suppressWarnings(data.table::fread(tmp, sep = ",", header = TRUE, colClasses = "double",
+                                       na.strings = "", data.table = FALSE, showProgress = FALSE)),
+    error = function(e) NULL
+  )
+  y <- if (is.null(back)) NULL else back[[1]]
+  if (!is.double(y) || length(y) != length(s)) return(rep(NA_real_, length(s)))
+  y
 }
 
 #' Coerce a data frame column to its contract type, losslessly, or fail

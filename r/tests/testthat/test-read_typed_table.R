@@ -97,3 +97,13 @@ test_that("a sidecar with a newer contract version is refused", {
   ambidex:::json_write(list(contract_version = 2L, row_count = 0L, columns = list()), file.path(dir, "t.schema.json"))
   expect_error(read_typed_table(path), class = "ambidex_contract_version_unsupported")
 })
+
+test_that("numeric columns read by fread still refuse a quoted empty field", {
+  dir <- local_tmp_dir()
+  path <- write_raw(dir, "i,d\n1,\n,2.5\n\"\",3\n", list(col("i", "integer"), col("d", "double")))
+  cnd <- expect_error(read_typed_table(path), class = "ambidex_contract_invalid_table")
+  expect_identical(cnd$column, "i")
+  expect_identical(cnd$line, 4L)
+  path <- write_raw(dir, "i,d\n1,\n,2.5\n3,NaN\n", list(col("i", "integer"), col("d", "double")))
+  expect_identical(read_typed_table(path), data.frame(i = c(1L, NA, 3L), d = c(NA, 2.5, NaN)))
+})

@@ -66,3 +66,39 @@ test_that("zero-row tables keep their header and types", {
   expect_identical(nrow(back), 0L)
   expect_identical(levels(back$f), "a")
 })
+
+test_that("full-precision doubles round-trip bit for bit across write chunks", {
+  withr::local_options(ambidex.table_chunk_fields = 50)
+  path <- file.path(local_tmp_dir(), "p.csv")
+  set.seed(3)
+  x <- c(rnorm(300) * 10^runif(300, -300, 300), 0.1, 1 / 3, -0, 5e-324, -2.2250738585072014e-308,
+         .Machine$double.xmax, NaN, NA, Inf, -Inf, 1e15 + 0.5, 100, 1e-5)
+  df <- data.frame(a = x, b = rev(x), i = seq_along(x))
+  write_typed_table(df, path)
+  back <- read_typed_table(path)
+  expect_identical(back$a, x)
+  expect_identical(back$b, rev(x))
+  expect_identical(1 / back$a[x == 0 & !is.na(x)], -Inf)
+  lines <- readLines(path)
+  expect_identical(length(lines), length(x) + 1L)
+  expect_identical(sub(",.*", "", lines[which(x == 0.1) + 1L]), "0.1")
+  expect_identical(sub(",.*", "", lines[which(is.nan(x)) + 1L]), "NaN")
+})
+
+test_that("doubles fwrite can write exactly are written by it and read back", {
+  path <- file.path(local_tmp_dir(), "n.csv")
+  df <- data.frame(a = c(0.25, -1.5, NA, 1e300, 123456.789012), b = c(1e-5, 2, 3, Inf, -Inf))
+  write_typed_table(df, path)
+  expect_identical(readLines(path), c("a,b", "0.25,1e-05", "-1.5,2", ",3", "1e+300,Inf", "123456.789012,-Inf"))
+  expect_identical(read_typed_table(path), df)
+})
+
+test_that("categories and booleans keep their text through fwrite's factor writer", {
+  path <- file.path(local_tmp_dir(), "f.csv")
+  df <- data.frame(f = factor(c("a \"q\"", NA, "b,c", ""), levels = c("", "b,c", "a \"q\"")),
+                   b = c(TRUE, FALSE, NA, TRUE))
+  write_typed_table(df, path)
+  expect_identical(rawToChar(readBin(path, "raw", 200)),
+                   "f,b\n\"a \"\"q\"\"\",true\n,false\n\"b,c\",\n\"\",true\n")
+  expect_identical(read_typed_table(path), df)
+})
