@@ -222,6 +222,18 @@ def conflict_message(deployment: str, expected: int, current: Revision | None) -
             "went live first. Nothing was changed.")
 
 
+def _accepts_kw(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` takes keyword argument ``name`` (injected gates and smoke callables may not)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) or p.kind == p.VAR_KEYWORD
+               for p in params)
+
+
 # -- the database side ------------------------------------------------------------------------------
 
 class Deployments:
@@ -229,7 +241,8 @@ class Deployments:
 
     ``gate(conn_or_none, refs, phase)`` is called for versions new to the deployment: with
     ``conn=None`` before the swap (slow work such as smoke tests), then inside the swap's
-    transaction (re-checks bound to bytes). It raises to refuse. ``verify(ref)`` checks a
+    transaction (re-checks bound to bytes). It raises to refuse. On a dry run it is called before
+    the swap only, with ``dry_run=True`` when it accepts that keyword, and must record nothing. ``verify(ref)`` checks a
     version's files against their recorded hashes. ``notify(conn, kind, payload)`` writes
     outbox rows in the same transaction as the event.
     """
@@ -370,7 +383,7 @@ class Deployments:
                 raise RegistryError(f"Deployment '{name}' already exists.", code="deploy.exists",
                                     hint=f"Use 'ambidex deploy promote {name}' to change it.")
             refs = [self.resolve(conn, m.model, m.version) for m in members]
-        self._pre_gate(name, refs)
+        self._pre_gate(name, refs, dry_run=dry_run)
         now = self.clock()
         rev = Revision(name, 1, "create", now, self.actor, reason, None, members)
         if dry_run:
@@ -403,9 +416,10 @@ class Deployments:
         known = {m.label for m in current.members}
         new_refs = [r for r in refs if r.label not in known]
         try:
-            self._pre_gate(name, new_refs, all_refs=refs)
+            self._pre_gate(name, new_refs, all_refs=refs, dry_run=dry_run)
         except Exception as e:
-            self.audit_refusal("deploy.promote_refused", name, e, {"members": [r.label for r in refs]})
+            if not dry_run:  # a dry run records nothing, not even its refusal
+                self.audit_refusal("deploy.promote_refused", name, e, {"members": [r.label for r in refs]})
             raise
         rev = Revision(name, expected + 1, kind, self.clock(), self.actor, reason, expected, members)
         if dry_run:
@@ -438,12 +452,16 @@ class Deployments:
             return rev
         return self._swap(dep["id"], rev, refs, [])
 
-    def _pre_gate(self, name: str, refs: list[VersionRef], all_refs: list[VersionRef] | None = None) -> None:
+    def _pre_gate(self, name: str, refs: list[VersionRef], all_refs: list[VersionRef] | None = None,
+                  dry_run: bool = False) -> None:
         for ref in all_refs if all_refs is not None else refs:
             if self.verify is not None:
                 self.verify(ref)
         if self.gate is not None and refs:
-            self.gate(None, refs, name)
+            if dry_run and _accepts_kw(self.gate, "dry_run"):
+                self.gate(None, refs, name, dry_run=True)  # checks (may smoke-test) but records nothing
+            else:
+                self.gate(None, refs, name)
 
     def _in_tx_gate(self, conn, name: str, refs: list[VersionRef]) -> None:
         if self.gate is not None and refs:

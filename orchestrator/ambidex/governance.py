@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import deploytables as T
-from .deploy import Deployments, VersionRef
+from .deploy import Deployments, VersionRef, _accepts_kw
 from .errors import CheckFailed, RegistryError, UsageError
 from .tables import runs
 
@@ -200,7 +200,8 @@ class Governance:
             if self.deps.verify is not None:
                 self.deps.verify(ref)  # changed bytes: refused before anything is recorded
         except Exception as e:
-            self.deps.audit_refusal(f"approval.{decision}_refused", label, e, {"approver": req.approver})
+            if not dry_run:  # a dry run records nothing, not even its refusal
+                self.deps.audit_refusal(f"approval.{decision}_refused", label, e, {"approver": req.approver})
             raise
         now = self.deps.clock()
         expires = now + dt.timedelta(days=spec.approval_valid_days) if spec.approval_valid_days else None
@@ -254,11 +255,12 @@ class Governance:
             return False, f"The approval of {ref.label} expired at {row['expires_at'].isoformat()}."
         return True, f"approved by {row['approver']}"
 
-    def gate(self, conn, refs: list[VersionRef], deployment: str) -> None:
+    def gate(self, conn, refs: list[VersionRef], deployment: str, *, dry_run: bool = False) -> None:
         """Refuse the promotion of ``refs`` unless every gate passes. ``conn=None``: before the swap (may run
-        smoke tests); with ``conn``: re-checked inside the swap's transaction (smoke and approval, by sha256)."""
+        smoke tests); with ``conn``: re-checked inside the swap's transaction (smoke and approval, by sha256).
+        ``dry_run``: a smoke test with no recorded result is run in a fresh process but not recorded."""
         if conn is None:
-            return self._gate_before(refs, deployment)
+            return self._gate_before(refs, deployment, dry_run=dry_run)
         for ref in refs:
             spec = self.policy(ref)
             if "smoke" in spec.gates and self._smoke_passed(conn, ref) is not True:
@@ -279,7 +281,16 @@ class Governance:
             champ = self.deps.resolve(conn, live.champion.model, live.champion.version)
         return True, (champ.manifest.get("metrics") or {}).get(kpi)
 
-    def _gate_before(self, refs: list[VersionRef], deployment: str) -> None:
+    def _run_smoke(self, ref: VersionRef, *, record: bool):
+        """Run the injected smoke test; unrecorded when ``record`` is False (the tester's ``record=False``)."""
+        if not record:
+            if callable(getattr(self.smoke, "run", None)):
+                return self.smoke.run(ref, record=False)
+            if _accepts_kw(self.smoke, "record"):
+                return self.smoke(ref, record=False)
+        return self.smoke(ref)
+
+    def _gate_before(self, refs: list[VersionRef], deployment: str, *, dry_run: bool = False) -> None:
         for ref in refs:
             spec = self.policy(ref)
             has_champion, champ_kpi = (self._champion_kpi(deployment, spec.kpi) if "kpi_not_worse" in spec.gates
@@ -288,7 +299,7 @@ class Governance:
                 smoke = self._smoke_passed(conn, ref)
                 approved = self._approved(conn, ref) if spec.approval == "manual" else (True, "")
             if "smoke" in spec.gates and smoke is None and self.smoke is not None:
-                smoke = bool(getattr(self.smoke(ref), "passed", False))
+                smoke = bool(getattr(self._run_smoke(ref, record=not dry_run), "passed", False))
             facts = GateFacts(ref.label, smoke_passed=smoke,
                               kpi_candidate=(ref.manifest.get("metrics") or {}).get(spec.kpi),
                               kpi_champion=champ_kpi, has_champion=has_champion,

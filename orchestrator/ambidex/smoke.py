@@ -173,8 +173,8 @@ class SmokeTester:
         self.launcher = launcher
         self.workdir = Path(workdir) if workdir else None
 
-    def __call__(self, ref: VersionRef) -> SmokeResult:
-        return self.run(ref)
+    def __call__(self, ref: VersionRef, *, record: bool = True) -> SmokeResult:
+        return self.run(ref, record=record)
 
     def run(self, ref: VersionRef, *, record: bool = True) -> SmokeResult:
         """Smoke-test ``ref`` (after verifying its bytes); store and event the result unless ``record`` is False."""

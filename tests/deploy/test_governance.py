@@ -120,3 +120,32 @@ def test_kpi_gate_against_live_champion(engine, store, py_model_dir, clock):
     gov.spec = GovernanceSpec(gates=["kpi_not_worse"], kpi="no_such_metric")
     with pytest.raises(CheckFailed):
         deps.promote("d", [Member("churn", 1)])
+
+
+def test_expired_approval_is_refused_at_promotion_and_audited(engine, store, py_model_dir, clock):
+    import datetime as dt
+    import json
+
+    spec = MANUAL.model_copy(update={"approval_valid_days": 7})
+    register(engine, store, py_model_dir, "churn", times=2, actor="trainer")
+    deps, gov = setup(engine, store, clock, spec=spec)
+    t0 = clock()
+    rec = gov.approve("churn", 1, note="ok")
+    assert rec["expires_at"] == t0 + dt.timedelta(days=7)
+    deps.create("d", [Member("churn", 1)], entity_key="customer_id")
+    gov.approve("churn", 2, note="ok")
+    clock.advance(6 * 86400)  # still valid: a dry run passes every check
+    assert deps.promote("d", [Member("churn", 2)], dry_run=True).revision == 2
+    clock.advance(86400)  # exactly 7 days: expired (expires_at <= now)
+    with pytest.raises(GovernanceError) as e:
+        deps.promote("d", [Member("churn", 2)])
+    assert e.value.code == "governance.not_approved"
+    assert "expired at 2024-06-08T12:00:00+00:00" in e.value.message
+    refused = events_of(engine, "deploy.promote_refused")
+    assert len(refused) == 1 and refused[0]["entity_id"] == "d" and refused[0]["at"] == clock()
+    payload = json.loads(refused[0]["payload"])
+    assert payload["code"] == "governance.not_approved" and payload["members"] == ["churn:2"]
+    assert "expired" in refused[0]["reason"]
+    assert deps.live("d").revision == 1 and [r.revision for r in deps.history("d")] == [1]
+    gov.approve("churn", 2, note="re-reviewed")  # a fresh approval (new expiry) lets it through
+    assert deps.promote("d", [Member("churn", 2)]).revision == 2

@@ -214,3 +214,89 @@ def test_discard_only_deletes_staging_or_version_folders(tmp_path):
     staging = store.new_staging()
     store.discard(staging)
     assert not staging.exists()
+
+
+def test_publish_write_order_fsync_files_then_rename_then_parent(tmp_path, monkeypatch):
+    """Every file is fsynced before the rename that publishes it; the parent dir is fsynced after the rename."""
+    store = ArtifactStore(tmp_path / "store")
+    src = write_model(tmp_path / "src", extra={"plots/roc.png": b"png", "notes/a/b.txt": b"b"})
+    log: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        log.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file", path))
+        return real_fsync(fd)
+
+    def replace(a, b, *args, **kw):
+        log.append(("replace", os.path.realpath(a), os.path.realpath(os.path.dirname(b)) + "/" +
+                    os.path.basename(b)))
+        return real_replace(a, b, *args, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    mv = _publish(store, src)
+    monkeypatch.undo()
+
+    renames = [i for i, e in enumerate(log) if e[0] == "replace"]
+    assert len(renames) == 1
+    r = renames[0]
+    staging, target = log[r][1], log[r][2]
+    assert target == os.path.realpath(store.root / mv["path"])
+    file_syncs = {e[2] for e in log[:r] if e[:2] == ("fsync", "file")}
+    # every file of the version (payload, extras, model.json) was fsynced in staging before the rename
+    expected = {f"{staging}/{rel}" for rel in [*mv["manifest"]["files"], "model.json"]}
+    assert expected == file_syncs
+    assert not [e for e in log[r:] if e[:2] == ("fsync", "file")]  # nothing written after the rename
+    # the staged sub-directories' entries were fsynced before the rename too
+    dirs_before = {e[2] for e in log[:r] if e[:2] == ("fsync", "dir")}
+    assert {staging, f"{staging}/plots", f"{staging}/notes/a"} <= dirs_before
+    # the new entry's parent directory is fsynced after the rename (and only then)
+    parent = os.path.realpath(store.root / "models" / "churn")
+    after = [e[2] for e in log[r + 1:] if e[:2] == ("fsync", "dir")]
+    assert after and after[0] == parent
+    assert parent not in dirs_before
+
+
+def test_symlinked_model_dir_at_publish_is_path_escape_and_nothing_lands_outside(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_bytes(b"keep")
+    os.symlink(outside, store.root / "models" / "churn")  # planted after the store was made
+    staging, files = store.stage_folder(write_model(tmp_path / "src"))
+    store.write_file(staging, "model.json", b"{}")
+    with pytest.raises(ArtifactError) as e:
+        store.publish(staging, "churn", 1)
+    assert e.value.code == "artifact.path_escape"
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]  # nothing landed outside
+    assert (outside / "keep.txt").read_bytes() == b"keep"
+    assert staging.is_dir()  # still in the store's staging area, for the caller to discard
+    store.discard(staging)
+    assert list((store.root / ".staging").iterdir()) == []
+
+
+def test_symlinked_model_dir_refused_by_the_registry(tmp_path):
+    from ambidex.db import connect, migrate
+    from ambidex.registry import Registry
+    from ambidex.tables import model_versions
+
+    import sqlalchemy as sa
+
+    eng = connect(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate(eng)
+    store = ArtifactStore(tmp_path / "store")
+    outside = tmp_path / "outside"
+    (outside / "1").mkdir(parents=True)  # even a same-named folder outside is neither used nor deleted
+    os.symlink(outside, store.root / "models" / "churn")
+    reg = Registry(eng, store, actor="tester")
+    try:
+        with pytest.raises(ArtifactError) as e:
+            reg.register_model_version("churn", write_model(tmp_path / "src"))
+        assert e.value.code == "artifact.path_escape"
+        assert [p.name for p in outside.iterdir()] == ["1"] and list((outside / "1").iterdir()) == []
+        assert list((store.root / ".staging").iterdir()) == []
+        with eng.connect() as c:
+            assert [r.status for r in c.execute(sa.select(model_versions.c.status))] == ["FAILED"]
+    finally:
+        eng.dispose()
