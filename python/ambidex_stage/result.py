@@ -35,11 +35,13 @@ def _finite(v):
     return v if math.isfinite(v) else None
 
 
-def write_result(output_dir, status: str, metrics=(), params=None, outputs=None, artifacts=(), error=None) -> Path:
+def write_result(output_dir, status: str, metrics=(), params=None, outputs=None, artifacts=(), error=None,
+                 warnings=None) -> Path:
     """Write ``<output_dir>/result.json``; returns its path.
 
     ``metrics`` is a list of ``{"name", "value", "step"}`` (a non-finite value is written as null);
-    ``error`` an ``{"code", "message", "hint"}`` dict, required when ``status`` is ``"error"``.
+    ``error`` an ``{"code", "message", "hint"}`` dict, required when ``status`` is ``"error"``;
+    ``warnings`` (optional) the messages of the warnings the stage raised.
 
     >>> import tempfile
     >>> write_result(tempfile.mkdtemp(), "ok").name
@@ -55,5 +57,7 @@ def write_result(output_dir, status: str, metrics=(), params=None, outputs=None,
         "artifacts": [dict(a) for a in artifacts],
         "error": error,
     }
+    if warnings is not None:
+        doc["warnings"] = [str(w) for w in warnings]
     validate_document("result", doc, source="result.json")
     return dump_json_atomic(Path(output_dir) / "result.json", doc)

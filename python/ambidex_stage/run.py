@@ -4,7 +4,12 @@ Loads the context (``AMBIDEX_CONTEXT`` or ``--context PATH``), runs the script's
 (or its top-level code, which may call ``ambidex_stage.stage_context()``), checks that every
 declared output exists, and writes result.json. On any exception: the traceback goes to stderr,
 result.json gets ``status: "error"`` and ``error {code, message, hint}`` (code from the exception's
-``.code``, else ``stage.failed``), and the exit code is 1.
+``.code``; a module that cannot be imported is ``stage.runtime_missing`` naming it; else
+``stage.failed``), and the exit code is 1.
+
+Warnings raised while the stage runs are still printed to stderr as usual and are also written,
+in order, as result.json's ``warnings`` (their messages; at most ``MAX_WARNINGS``, then one line
+saying how many more there were) - as the R SDK does.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import re
 import runpy
 import sys
 import traceback
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from .context import Context, set_current
@@ -24,6 +31,31 @@ from .result import write_result
 __all__ = ["main", "run_stage", "check_outputs"]
 
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+MAX_WARNINGS = 100
+
+
+@contextmanager
+def collect_warnings():
+    """Record the message of every warning shown inside the block; each is still printed to stderr
+    as it happens (the active warning filters decide what is shown, as without this)."""
+    seen: list[str] = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        seen.append(str(message))
+        try:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        except (OSError, ValueError):  # stderr closed: the record in result.json remains
+            pass
+
+    with warnings.catch_warnings():  # restores warnings.showwarning and the filters on exit
+        warnings.showwarning = show
+        yield seen
+
+
+def _warning_list(seen: list[str]) -> list[str]:
+    if len(seen) <= MAX_WARNINGS:
+        return list(seen)
+    return seen[:MAX_WARNINGS] + [f"... and {len(seen) - MAX_WARNINGS} more warning(s), not recorded"]
 
 
 def check_outputs(ctx: Context) -> None:
@@ -47,6 +79,12 @@ def check_outputs(ctx: Context) -> None:
 
 
 def _error_dict(exc: BaseException) -> dict:
+    if isinstance(exc, ModuleNotFoundError) and getattr(exc, "code", None) is None and exc.name:
+        top = exc.name.split(".")[0]
+        return {"code": "stage.runtime_missing",
+                "message": f"The stage needs Python module '{exc.name}', which is not installed ({exc}).",
+                "hint": f"Install the package that provides '{top}' into the stage's Python environment "
+                        f"(e.g. pip install {top})."}
     code = getattr(exc, "code", None)
     if not (isinstance(code, str) and _CODE_RE.match(code)):
         code = "stage.failed"
@@ -59,6 +97,11 @@ def run_stage(ctx: Context, script: str | None = None, builtin: str | None = Non
     """Run one stage under ``ctx``; writes result.json and returns the exit code (0 or 1)."""
     set_current(ctx)
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    with collect_warnings() as seen:
+        return _run_collected(ctx, script, builtin, seen)
+
+
+def _run_collected(ctx: Context, script: str | None, builtin: str | None, seen: list[str]) -> int:
     try:
         if builtin:
             from . import builtins
@@ -91,11 +134,13 @@ def run_stage(ctx: Context, script: str | None = None, builtin: str | None = Non
         check_outputs(ctx)
     except Exception as exc:  # noqa: BLE001 - every failure becomes result.json
         traceback.print_exc(file=sys.stderr)
-        write_result(ctx.output_dir, "error", ctx.metrics, ctx.logged_params, {}, ctx.artifacts, _error_dict(exc))
+        write_result(ctx.output_dir, "error", ctx.metrics, ctx.logged_params, {}, ctx.artifacts, _error_dict(exc),
+                     warnings=_warning_list(seen))
         return 1
     finally:
         set_current(None)
-    write_result(ctx.output_dir, "ok", ctx.metrics, ctx.logged_params, ctx.declared_outputs(), ctx.artifacts)
+    write_result(ctx.output_dir, "ok", ctx.metrics, ctx.logged_params, ctx.declared_outputs(), ctx.artifacts,
+                 warnings=_warning_list(seen))
     return 0
 
 

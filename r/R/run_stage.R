@@ -6,8 +6,14 @@
 #' or runs a built-in stage (`"train"` or `"score"`). It then checks that every
 #' declared output was written and writes `result.json` in `output_dir`.
 #'
+#' Warnings raised while the stage runs are not muffled (R still prints them
+#' to stderr) and are also written, in order, as `result.json`'s `warnings`
+#' (their messages; at most 100, then one line saying how many more).
+#'
 #' On error it writes `result.json` with `status: "error"` and
-#' `error {code, message, hint}` (the code of an ambidex condition, else
+#' `error {code, message, hint}` (the code of an ambidex condition; a missing
+#' package, R's `packageNotFoundError` from `library()`, `loadNamespace()` or
+#' `pkg::fun`, is `stage.runtime_missing` naming it; else
 #' `stage.failed`), prints the message and a traceback to stderr and, when
 #' `exit` is `TRUE` and R is not interactive (Rscript), quits with status 1.
 #' Embedded callers (rpy2) must pass `exit = FALSE`: the host process is never
@@ -31,6 +37,7 @@ run_stage <- function(script = NULL, builtin = NULL, context = Sys.getenv("AMBID
                       exit = TRUE) {
   ctx <- NULL
   trace <- NULL
+  warns <- character(0)
   old <- amb_state$ctx
   on.exit(amb_state$ctx <- old, add = TRUE)
   amb_state$ctx <- NULL
@@ -43,11 +50,13 @@ run_stage <- function(script = NULL, builtin = NULL, context = Sys.getenv("AMBID
         check_declared_outputs(ctx)
         NULL
       },
-      error = function(e) trace <<- stage_traceback(sys.calls())
+      error = function(e) trace <<- stage_traceback(sys.calls()),
+      # recorded, not muffled: R's own handling still prints the warning
+      warning = function(w) warns <<- c(warns, paste(conditionMessage(w), collapse = "\n"))
     ),
     error = function(e) e
   )
-  result <- stage_result(ctx, error)
+  result <- stage_result(ctx, error, warns)
   out_dir <- stage_output_dir(ctx, context)
   if (!is.null(out_dir)) {
     dir.create(out_dir, recursive = TRUE, showWarnings = FALSE)
@@ -101,8 +110,15 @@ check_declared_outputs <- function(ctx) {
   }
 }
 
-stage_result <- function(ctx, error) {
+stage_max_warnings <- 100L
+
+stage_result <- function(ctx, error, warnings = character(0)) {
   state <- if (!is.null(ctx)) attr(ctx, "state") else new_stage_state()
+  if (length(warnings) > stage_max_warnings) {
+    more <- length(warnings) - stage_max_warnings
+    warnings <- c(warnings[seq_len(stage_max_warnings)],
+                  paste0("... and ", more, " more warning(s), not recorded"))
+  }
   list(
     contract_version = 1L,
     status = if (is.null(error)) "ok" else "error",
@@ -110,7 +126,8 @@ stage_result <- function(ctx, error) {
     params = state$params,
     outputs = if (is.null(error)) state$outputs else json_object(),
     artifacts = state$artifacts,
-    error = if (is.null(error)) NULL else amb_condition_fields(error)
+    error = if (is.null(error)) NULL else amb_condition_fields(error),
+    warnings = json_array(as.character(warnings))
   )
 }
 

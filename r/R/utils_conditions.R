@@ -68,9 +68,14 @@ amb_abort <- function(code, message, hint = NULL, ..., exit_code = NULL,
 
 #' The code, message and hint of any condition, for result.json
 #'
-#' ambidex conditions give their own code; anything else is `stage.failed`.
+#' ambidex conditions give their own code; R's `packageNotFoundError` (a
+#' package that is not installed, R >= 4.0) is `stage.runtime_missing` naming
+#' the package; anything else is `stage.failed`.
 #' @noRd
 amb_condition_fields <- function(cnd) {
+  if (inherits(cnd, "packageNotFoundError") && !inherits(cnd, "ambidex_error")) {
+    return(amb_missing_package_fields(cnd))
+  }
   code <- cnd$code
   if (!is.character(code) || length(code) != 1L) {
     code <- "stage.failed"
@@ -81,6 +86,21 @@ amb_condition_fields <- function(cnd) {
     hint <- "Read the stage's stderr.log for the R traceback."
   }
   list(code = code, message = paste(message, collapse = "\n"), hint = hint)
+}
+
+# A missing R package: stage.runtime_missing, naming it, with how to install it.
+amb_missing_package_fields <- function(cnd) {
+  pkg <- cnd$package
+  if (!is.character(pkg) || length(pkg) != 1L || !nzchar(pkg)) {
+    pkg <- sub("^.*package called .(.+).\\s*$", "\\1", conditionMessage(cnd))
+  }
+  list(
+    code = "stage.runtime_missing",
+    message = paste0("The stage needs R package '", pkg, "', which is not installed (",
+                     paste(conditionMessage(cnd), collapse = " "), ")."),
+    hint = paste0("Install it: apt-get install r-cran-", tolower(pkg),
+                  " (or install.packages(\"", pkg, "\")), then run the stage again.")
+  )
 }
 
 `%||%` <- function(x, y) if (is.null(x)) y else x

@@ -101,3 +101,73 @@ def test_invalid_context_exits_1(tmp_path):
     assert proc.returncode == 1 and "contract_version" in proc.stderr
     res = json.loads((tmp_path / "out" / "result.json").read_text())
     assert res["error"]["code"] == "contract.version_unsupported"
+
+
+def test_warnings_are_printed_and_recorded_in_result_json(make_ctx, tmp_path):
+    ctx = _write_ctx(make_ctx("fit"), tmp_path)
+    script = _script(tmp_path, """
+        import warnings
+        def main(ctx):
+            warnings.warn("column 'x' has 3 missing values")
+            warnings.warn("fit did not converge", RuntimeWarning)
+            ctx.log_metric("ok", 1)
+    """)
+    proc = _run_cli(ctx, script)
+    assert proc.returncode == 0, proc.stderr
+    assert "UserWarning: column 'x' has 3 missing values" in proc.stderr  # still on stderr, not muffled
+    assert "RuntimeWarning: fit did not converge" in proc.stderr
+    res = json.loads((ctx.output_dir / "result.json").read_text())
+    assert res["status"] == "ok"
+    assert res["warnings"] == ["column 'x' has 3 missing values", "fit did not converge"]
+
+
+def test_warnings_kept_on_error_and_empty_when_none(make_ctx, tmp_path):
+    import warnings as w
+
+    ctx = make_ctx("fit")
+    script = _script(tmp_path, """
+        import warnings
+        def main(ctx):
+            warnings.warn("about to fail")
+            raise ValueError("boom")
+    """)
+    with w.catch_warnings():
+        w.simplefilter("always")  # pytest turns warnings into errors; a stage process shows them
+        assert run_stage(ctx, str(script)) == 1
+    res = json.loads((ctx.output_dir / "result.json").read_text())
+    assert res["error"]["code"] == "stage.failed" and res["warnings"] == ["about to fail"]
+    before = w.showwarning
+    ctx2 = make_ctx("fit")
+    assert run_stage(ctx2, str(_script(tmp_path, "def main(ctx):\n    pass\n", "quiet.py"))) == 0
+    assert json.loads((ctx2.output_dir / "result.json").read_text())["warnings"] == []
+    assert w.showwarning is before  # the hook is removed after the stage
+
+
+def test_many_warnings_are_capped(make_ctx, tmp_path):
+    import warnings as w
+
+    from ambidex_stage.run import MAX_WARNINGS
+
+    ctx = make_ctx("fit")
+    script = _script(tmp_path, """
+        import warnings
+        def main(ctx):
+            for i in range(130):
+                warnings.warn(f"w{i}")
+    """)
+    with w.catch_warnings():
+        w.simplefilter("always")
+        assert run_stage(ctx, str(script)) == 0
+    got = json.loads((ctx.output_dir / "result.json").read_text())["warnings"]
+    assert len(got) == MAX_WARNINGS + 1 and got[:2] == ["w0", "w1"]
+    assert got[-1] == f"... and {130 - MAX_WARNINGS} more warning(s), not recorded"
+
+
+def test_missing_module_is_runtime_missing_naming_it(make_ctx, tmp_path):
+    ctx = _write_ctx(make_ctx("fit"), tmp_path)
+    script = _script(tmp_path, "import notapkg_ambidex_xyz\n")
+    proc = _run_cli(ctx, script)
+    assert proc.returncode == 1
+    err = json.loads((ctx.output_dir / "result.json").read_text())["error"]
+    assert err["code"] == "stage.runtime_missing"
+    assert "'notapkg_ambidex_xyz'" in err["message"] and "pip install notapkg_ambidex_xyz" in err["hint"]

@@ -104,3 +104,81 @@ test_that("ctx helpers refuse undeclared names and wrong kinds", {
   expect_error(ctx_log_artifact(ctx, "../escape.txt"), class = "ambidex_stage_failed")
   expect_identical(ctx_input_model(ctx, "m"), dir)
 })
+
+test_that("warnings are recorded in result.json, in order, and not muffled", {
+  dir <- local_tmp_dir()
+  s <- stage_with_script(dir, c(
+    "main <- function(ctx) {",
+    "  warning('column x has 3 missing values')",
+    "  x <- log(-1)",
+    "  ctx_log_metric(ctx, 'ok', 1)",
+    "}"
+  ))
+  seen <- character(0)
+  status <- withCallingHandlers(
+    run_stage(s$script, context = s$context, exit = FALSE),
+    warning = function(w) {
+      seen <<- c(seen, conditionMessage(w))
+      invokeRestart("muffleWarning")
+    }
+  )
+  expect_identical(as.integer(status), 0L)
+  # the warnings still reached the caller's handlers (R prints them to stderr by default)
+  expect_identical(seen, c("column x has 3 missing values", "NaNs produced"))
+  res <- read_result(s$context)
+  expect_invisible(validate_document("result", res))
+  expect_identical(res$status, "ok")
+  expect_identical(res$warnings, list("column x has 3 missing values", "NaNs produced"))
+})
+
+test_that("no warnings is an empty array; warnings are kept on error and capped at 100", {
+  dir <- local_tmp_dir()
+  s <- stage_with_script(dir, "main <- function(ctx) invisible()")
+  run_stage(s$script, context = s$context, exit = FALSE)
+  expect_identical(read_result(s$context)$warnings, list())
+  expect_match(paste(readLines(file.path(dirname(s$context), "result.json")), collapse = ""),
+               '"warnings": ?\\[\\]')
+  writeLines("main <- function(ctx) { warning('about to fail'); stop('boom') }", s$script)
+  suppressWarnings(capture.output(run_stage(s$script, context = s$context, exit = FALSE), type = "message"))
+  res <- read_result(s$context)
+  expect_identical(res$error$code, "stage.failed")
+  expect_identical(res$warnings, list("about to fail"))
+  writeLines("main <- function(ctx) for (i in 1:130) warning(paste0('w', i))", s$script)
+  suppressWarnings(run_stage(s$script, context = s$context, exit = FALSE))
+  got <- unlist(read_result(s$context)$warnings)
+  expect_length(got, 101L)
+  expect_identical(got[1:2], c("w1", "w2"))
+  expect_identical(got[101], "... and 30 more warning(s), not recorded")
+})
+
+test_that("a missing package is stage.runtime_missing naming it, with an install hint", {
+  dir <- local_tmp_dir()
+  for (code in c("library(notapkgambidex)", "main <- function(ctx) notapkgambidex::f()",
+                 "main <- function(ctx) loadNamespace('notapkgambidex')")) {
+    s <- stage_with_script(dir, code)
+    err <- capture.output(status <- run_stage(s$script, context = s$context, exit = FALSE), type = "message")
+    expect_identical(as.integer(status), 1L)
+    res <- read_result(s$context)
+    expect_invisible(validate_document("result", res))
+    expect_identical(res$error$code, "stage.runtime_missing")
+    expect_match(res$error$message, "R package 'notapkgambidex'", fixed = TRUE)
+    expect_match(res$error$hint, "apt-get install r-cran-notapkgambidex", fixed = TRUE)
+    expect_true(any(grepl("[stage.runtime_missing]", err, fixed = TRUE)))
+  }
+  expect_identical(ambidex:::amb_exit_code("stage.runtime_missing"), 2L)
+})
+
+test_that("under Rscript a warning still prints to stderr and is in result.json", {
+  dir <- local_tmp_dir()
+  s <- stage_with_script(dir, "main <- function(ctx) warning('careful: few rows')")
+  rscript <- file.path(R.home("bin"), "Rscript")
+  libs <- paste(.libPaths(), collapse = .Platform$path.sep)
+  err_file <- file.path(dir, "stderr.log")
+  status <- withr::with_envvar(c(AMBIDEX_CONTEXT = s$context, R_LIBS = libs), system2(
+    rscript, c("--vanilla", "-e", shQuote(sprintf("ambidex::run_stage('%s')", s$script))),
+    stdout = FALSE, stderr = err_file
+  ))
+  expect_identical(status, 0L)
+  expect_match(paste(readLines(err_file), collapse = "\n"), "careful: few rows", fixed = TRUE)
+  expect_identical(read_result(s$context)$warnings, list("careful: few rows"))
+})
