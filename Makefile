@@ -29,9 +29,16 @@ $(RLIB)/.stamp-r: $(VENV)/.stamp-r-system $(shell find r -type f -not -path '*/t
 	@touch $@
 
 demo: setup
+	@echo "== The churn loop from a cold start: one window per monthly signup cohort of 2024 (catch-up) =="
+	rm -rf .ambidex   # the repository's own demo state (registry, artifacts, reports): start cold
 	$(VENV)/bin/ambidex run config/churn.yaml
-	$(VENV)/bin/ambidex models list
-	$(VENV)/bin/ambidex models show churn_r
+	@echo "== Revisions of the deployment =="
+	$(VENV)/bin/ambidex deploy history churn-monthly
+	@echo "== Windows and decisions with their reasons =="
+	$(VENV)/bin/ambidex cycle show config/churn.yaml
+	@echo "== Drift of the latest window with enough rows against the champion's reference, by impact =="
+	$(VENV)/bin/ambidex drift check churn-monthly --window 2024-11-01/2024-12-01 --exit-zero
+	@echo "Reports a manager can open: .ambidex/reports/churn/*.html"
 
 test: setup test-python test-r
 

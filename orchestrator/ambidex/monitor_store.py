@@ -363,9 +363,9 @@ def profile_window(engine: sa.Engine, model: ModelRef, window, frame=None, *, ma
         if mart is None:
             raise DataError(f"No rows given for window {start.isoformat()}/{end.isoformat()} of {model.label}.",
                             code="data.no_rows", hint="Pass a DataFrame, --data FILE or --mart MART.")
-        from .featurestore import read_window
+        from .featurestore import Window, read_window
 
-        frame = read_window(fs_engine or engine, mart, (start, end), columns=list(feats))
+        frame = read_window(fs_engine or engine, mart, Window(start, end), columns=list(feats))
         source = source or f"mart:{mart}"
     profiles = []
     for name, f in feats.items():

@@ -23,7 +23,7 @@ from .lineage import collect_lineage
 from .runners import StageLaunch, StageOutcome, r_version, run_stage
 from .workspace import Workspace
 
-__all__ = ["RunSummary", "run_pipeline", "write_context", "check_outputs"]
+__all__ = ["RunSummary", "run_pipeline", "run_stages", "write_context", "check_outputs", "feature_store_engine"]
 
 log = logging.getLogger(__name__)
 CONTRACT_VERSION = 1
@@ -243,23 +243,33 @@ def run_pipeline(ws: Workspace, pipeline_path: Path, *, window: tuple[datetime, 
 
 
 def _run_locked(ws: Workspace, pipeline, pipeline_path: Path, window, on_stage, lock) -> RunSummary:
+    return run_stages(ws, pipeline, pipeline_path, pipeline.stages, window=window, on_stage=on_stage, lock=lock)
+
+
+def run_stages(ws: Workspace, pipeline, pipeline_path: Path, stages, *, window=None, on_stage=None, lock=None,
+               report_missed: bool = True, lineage: dict | None = None) -> RunSummary:
+    """Run ``stages`` (of the loaded ``pipeline``) in order as ONE recorded run; register their models when all
+    succeed. The caller holds the pipeline lock (``run_pipeline`` does; so does the cycle, which runs the
+    window's stages and each training candidate through here)."""
     reg = ws.registry()
-    scripts = {s.name: ws.root / s.script for s in pipeline.stages if s.script}
-    has_r = any(s.lang == "r" for s in pipeline.stages)
-    lineage = collect_lineage(ws.root, config_path=pipeline_path.resolve(), scripts=scripts,
-                              r_version=r_version() if has_r else None)
+    scripts = {s.name: ws.root / s.script for s in stages if s.script}
+    has_r = any(s.lang == "r" for s in stages)
+    lineage = lineage or collect_lineage(ws.root, config_path=pipeline_path.resolve(), scripts=scripts,
+                                         r_version=r_version() if has_r else None)
     run_id = reg.start_run("pipeline", pipeline=pipeline.name, window=window, lineage=lineage)
-    lock.set_run_id(run_id)
-    _report_missed_schedule(ws, pipeline.name, run_id)
+    if lock is not None:
+        lock.set_run_id(run_id)
+    if report_missed:
+        _report_missed_schedule(ws, pipeline.name, run_id)
     summary = RunSummary(run_id=run_id, pipeline=pipeline.name, status="RUNNING")
     produced: dict[str, dict] = {}
     to_register: list[tuple] = []
-    fs = feature_store_engine(ws, pipeline) if (pipeline.data or _reads_fs(pipeline)) else None
+    fs = feature_store_engine(ws, pipeline) if (pipeline.data or _reads_fs(stages)) else None
     read_by_stage: dict[str, list] = {}
     notify = on_stage or (lambda stage, state: None)
     try:
-        reg.log_params(run_id, {f"{s.name}.{k}": v for s in pipeline.stages for k, v in (s.params or {}).items()})
-        for stage in pipeline.stages:
+        reg.log_params(run_id, {f"{s.name}.{k}": v for s in stages for k, v in (s.params or {}).items()})
+        for stage in stages:
             notify(stage.name, "start")
             stage_dir = ws.runs_dir / run_id / stage.name
             out_dir = stage_dir / "out"
@@ -288,7 +298,7 @@ def _run_locked(ws: Workspace, pipeline, pipeline_path: Path, window, on_stage, 
             launch = _launch_for(stage, pipeline, ws, stage_dir)
             write_context(launch.context_path, context)
             outcome = run_stage(launch)
-            script_hash = lineage["scripts"].get(stage.name, {}).get("sha256")
+            script_hash = (lineage.get("scripts") or {}).get(stage.name, {}).get("sha256")
             error = outcome.error
             if error is None:
                 try:
@@ -332,22 +342,23 @@ def _run_locked(ws: Workspace, pipeline, pipeline_path: Path, window, on_stage, 
     return summary
 
 
-def _report_missed_schedule(ws: Workspace, pipeline: str, run_id: str) -> None:
-    """Under cron (AMBIDEX_SCHEDULE set by the crontab line), record scheduled times that had no run."""
+def _report_missed_schedule(ws: Workspace, pipeline: str, run_id: str) -> list:
+    """Under cron (AMBIDEX_SCHEDULE set by the crontab line), log scheduled times that had no run; return them."""
     from .schedule import SCHEDULE_ENV, check_missed
 
     expr = os.environ.get(SCHEDULE_ENV)
     if not expr:
-        return
+        return []
     from datetime import timezone
 
     missed = check_missed(ws, pipeline, expr, datetime.now(timezone.utc), exclude_run_id=run_id)
     if missed:
         log.warning("pipeline %s missed %d scheduled run(s), first at %s", pipeline, len(missed), missed[0])
+    return list(missed or [])
 
 
-def _reads_fs(pipeline) -> bool:
-    return any(ref.startswith(("mart:", "sql:")) for s in pipeline.stages for ref in (s.inputs or {}).values())
+def _reads_fs(stages) -> bool:
+    return any(ref.startswith(("mart:", "sql:")) for s in stages for ref in (s.inputs or {}).values())
 
 
 def _data_version_label(fs, ids: list | None) -> str | None:

@@ -153,13 +153,13 @@ def test_loading_creates_nothing_on_disk(project):
 def test_unknown_key_suggests_and_lists_allowed_keys(project):
     assert problems_of(project, VALID.replace("description:", "descripton:")) == [
         "config/p.yaml:3: descripton: unknown key 'descripton' (did you mean 'description'?); "
-        "allowed keys: version, name, description, defaults, data, stages, deploy, governance, notify",
+        "allowed keys: version, name, description, defaults, data, stages, deploy, governance, notify, cycle",
     ]
 
 
 def test_on_as_a_key_is_the_unknown_key_on(project):
     assert problems_of(project, stage_yaml("on: push\n")) == [
-        "config/p.yaml:7: on: unknown key 'on'; allowed keys: version, name, description, defaults, data, stages, deploy, governance, notify",
+        "config/p.yaml:7: on: unknown key 'on'; allowed keys: version, name, description, defaults, data, stages, deploy, governance, notify, cycle",
     ]
 
 

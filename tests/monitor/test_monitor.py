@@ -276,3 +276,21 @@ def test_promotion_uses_labelled_captured_rows_only(sqlite_engine, register_sqli
     with engine.connect() as c:
         kinds = c.execute(sa.select(T.kpi_decisions.c.kind, T.kpi_decisions.c.decision)).all()
     assert kinds == [("promotion", True)]
+
+
+def test_profile_window_reads_its_rows_from_the_mart(sqlite_engine, register_sqlite):
+    """profile_window(mart=...) reads the window's rows from the feature store itself."""
+    import pandas as pd
+
+    from ambidex.featurestore import MartSpec, Window, ingest
+
+    model = register_sqlite()
+    S.set_reference(sqlite_engine, model, frame(2000, 1))
+    rows = frame(300, 2)
+    rows.insert(0, "id", range(300))
+    rows["at"] = pd.Timestamp("2024-01-03", tz="UTC") + pd.to_timedelta(rows["id"] % 20, unit="D")
+    spec = MartSpec(name="m", key=["id"], time_column="at", load="incremental")
+    ingest(sqlite_engine, spec, table=rows, window=Window(pd.Timestamp("2024-01-01", tz="UTC").to_pydatetime(),
+                                                         pd.Timestamp("2024-02-01", tz="UTC").to_pydatetime()))
+    ref = S.profile_window(sqlite_engine, model, month(0), mart="m")
+    assert ref.created and ref.n_rows == 300

@@ -76,20 +76,36 @@ def _parse_window(text: str | None):
 
 @click.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--window", help="Half-open UTC window START/END passed to every stage, e.g. 2024-01-01/2024-02-01.")
+@click.option("--window", help="Half-open UTC window START/END passed to every stage, e.g. 2024-01-01/2024-02-01. "
+                               "With a cycle: section, the cycle window to process (default: every due one).")
+@click.option("--require-clean", is_flag=True, help="Refuse to run from a git tree with uncommitted changes.")
 @json_option
-def run(pipeline: Path, window: str | None, as_json: bool) -> None:
+def run(pipeline: Path, window: str | None, require_clean: bool, as_json: bool) -> None:
     """Run PIPELINE: each stage as a process in order, then register the models it produced.
+
+    A pipeline with a cycle: section runs the continuous-training cycle instead: for each due
+    window not yet processed (oldest first; or only --window), ingest, score with the live
+    revision, join labels, check drift, retrain on a trigger, let the new, previous and
+    champion models compete on the same out-of-time rows, switch blue-green, smoke-test,
+    notify and write a report. Re-running a finished window changes nothing; a killed run
+    resumes at the step it was in.
 
     \b
     Example:
       ambidex run config/churn.yaml
+      ambidex run config/churn.yaml --window 2024-03-01/2024-04-01 --require-clean
     """
-    from ..pipeline import run_pipeline
-    from ..progress import stage_reporter
+    from ..config import load_pipeline
     from ..workspace import Workspace
 
     ws = Workspace.find(pipeline.parent if pipeline.parent != Path("") else Path.cwd())
+    if load_pipeline(pipeline, ws.root).cycle is not None:
+        return _run_cycle(ws, pipeline, window, require_clean, as_json)
+    if require_clean:
+        _refuse_dirty(ws)
+    from ..pipeline import run_pipeline
+    from ..progress import stage_reporter
+
     with stage_reporter(enabled=not as_json) as report:
         summary = run_pipeline(ws, pipeline, window=_parse_window(window), on_stage=report)
     if as_json:
@@ -100,6 +116,43 @@ def run(pipeline: Path, window: str | None, as_json: bool) -> None:
     if summary.models:
         click.echo("Registered:")
         emit_table(summary.models, ["name", "version", "language", "task", "stage"], False)
+
+
+def _refuse_dirty(ws) -> None:
+    from ..errors import UsageError
+    from ..lineage import git_state
+
+    git = git_state(ws.root)
+    if git["commit"] is None or git["dirty"]:
+        what = "is not a git work tree" if git["commit"] is None else "has uncommitted changes to tracked files"
+        raise UsageError(f"--require-clean: the project at {ws.root} {what}; refusing to run.", code="usage.dirty_tree",
+                         hint="Commit (or stash) the changes, then run again; 'git status' shows them.")
+
+
+def _run_cycle(ws, pipeline: Path, window, require_clean: bool, as_json: bool) -> None:
+    from ..cycle import run_cycle
+
+    def progress(step, phase, state):
+        if not as_json and phase in ("start", "skipped") and sys.stderr.isatty():
+            click.echo(f"  {state.tag} {step}{' (done before)' if phase == 'skipped' else ''}", err=True)
+
+    summary = run_cycle(ws, pipeline, window=window, require_clean=require_clean, on_step=progress)
+    if as_json:
+        emit(summary.to_dict(), True)
+    elif summary.message:
+        click.echo(summary.message)
+    else:
+        for w in summary.windows:
+            state = "already finished; nothing changed" if w["already_finished"] else (
+                "resumed and finished" if w["resumed"] else "finished")
+            ran = sum(s["seconds"] for s in w["steps"])
+            click.echo(f"{summary.pipeline} {w['window']}: {state} ({ran:.1f} s)")
+            for d in w["decisions"]:
+                click.echo(f"  {d['kind']:<11} {d['why']}")
+            if w["report"]:
+                click.echo(f"  report: {w['report']}")
+    if summary.exit_code:
+        raise click.exceptions.Exit(summary.exit_code)
 
 
 @click.group()

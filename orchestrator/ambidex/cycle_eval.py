@@ -1,0 +1,408 @@
+"""cycle_eval: the cycle's model steps: retrain decision, candidate training, the out-of-time contest, gate, switch, smoke.
+
+The contest follows drift.md section 8: the most recent labelled window (T - label_delay) is
+the out-of-time hold-out, never in the training data of the models trained at T; the new
+candidates (M_T), the earlier versions of each candidate model (M_T-1, M_T-2) and the
+champion each score those SAME rows in their own runtime; per-row log-loss (classification)
+or squared error (regression) feeds the paired loss test, and ``kpi.decide_promotion``
+promotes only past z_min and min_gain (hysteresis).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .cycle import CycleError, WindowState, _utcnow, record_step, window_at
+from .errors import AmbidexError, CheckFailed, RegistryError
+
+__all__ = ["step_decide", "step_train", "step_evaluate", "step_gate", "step_switch", "step_smoke",
+           "evaluate", "train_candidates", "holdout_window", "train_window"]
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def dumps(obj) -> str:
+    return json.dumps(obj, default=str, sort_keys=True, allow_nan=True)
+
+
+def ts(x) -> dt.datetime:
+    t = x if isinstance(x, dt.datetime) else dt.datetime.fromisoformat(str(x).replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def key_text(v) -> str:
+    """An entity key as captured (text); integral floats lose their '.0'."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def label_text(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def split_label(label: str) -> tuple[str, int]:
+    name, _, ver = label.rpartition(":")
+    return name, int(ver)
+
+
+def model_ref(svc, v: dict):
+    from .monitor import resolve_model
+
+    return resolve_model(svc.engine, f"{v['model']}:{v['version']}")
+
+
+def champion_ref(svc):
+    from .monitor import resolve_model
+
+    live = svc.live()
+    return resolve_model(svc.engine, live.champion.label)
+
+
+def holdout_window(svc, state: WindowState) -> tuple[dt.datetime, dt.datetime]:
+    """The out-of-time hold-out of window T: the most recent labelled window, T - label_delay."""
+    return window_at(svc.cycle, state.index - svc.cycle.label_delay)
+
+
+def train_window(svc, hold) -> tuple[dt.datetime, dt.datetime]:
+    """The training rows' window: ``train_windows`` windows before the hold-out, or all history before it."""
+    c = svc.cycle
+    if c.train_windows:
+        k0 = state_index_of(svc, hold[0]) - c.train_windows
+        return window_at(c, k0)[0], hold[0]
+    return (ts(c.history_start) if c.history_start else EPOCH), hold[0]
+
+
+def state_index_of(svc, start) -> int:
+    from .cycle import window_index
+
+    return window_index(svc.cycle, start)
+
+
+def ensure_reference(svc, ref) -> None:
+    """The model version's drift reference (its own training rows), stored once."""
+    from .monitor_io import training_reference
+    from .monitor_store import reference_window, set_reference
+
+    if reference_window(svc.engine, ref.id, required=False) is not None:
+        return
+    lin = ref.manifest.get("lineage") or {}
+    got = training_reference(svc.engine, lin.get("run_id"), lin.get("stage"))
+    if got is None:
+        raise CycleError(f"No training data found for {ref.label}, so its drift reference cannot be set.",
+                         code="data.no_reference", hint="Train it through the cycle (its run keeps the input).")
+    set_reference(svc.engine, ref, got[0], source=got[1])
+
+
+# --------------------------------------------------------------------------- training
+
+def train_candidates(svc, state: WindowState, prefix: str, window) -> dict:
+    """Run each candidate as its own run on the training window; a failure is recorded, the others go on.
+    Each success is journaled (``<prefix>.<candidate>``) so a resumed window never trains it twice."""
+    from .cycle import steps_of
+
+    done = steps_of(svc.engine, svc.name, state.start)
+    versions, failures = [], []
+    for cand in svc.cycle.candidates:
+        key = f"{prefix}.{cand.name}"
+        if key in done:
+            versions.append(done[key]["detail"])
+            continue
+        started, t0 = _utcnow(), time.perf_counter()
+        try:
+            summary = svc.run_stages([cand], window)
+        except AmbidexError as e:
+            failures.append({"candidate": cand.name, "code": e.code, "message": e.message[:600]})
+            continue
+        m = summary.models[0]
+        detail = {"candidate": cand.name, "model": m["name"], "version": m["version"], "language": m["language"],
+                  "run_id": summary.run_id, "train_window": [window[0], window[1]]}
+        ensure_reference(svc, model_ref(svc, detail))
+        with svc.engine.begin() as conn:
+            record_step(conn, svc.name, state.start, key, started, time.perf_counter() - t0,
+                        detail, _utcnow())
+        versions.append(json.loads(dumps(detail)))
+    if not versions:
+        live = svc.live()
+        serving = (f"The champion {live.champion.label} keeps serving (revision {live.revision}); nothing was "
+                   "promoted." if live else "No deployment was created.")
+        raise CycleError(f"All {len(failures)} candidate(s) failed training for window {state.tag}: " +
+                         "; ".join(f"{f['candidate']}: {f['message']}" for f in failures) + f". {serving}",
+                         code="cycle.all_candidates_failed", failures=failures,
+                         hint="Fix the candidates' stages (see 'ambidex runs list'), then run again; the window "
+                              "resumes at training.")
+    return {"versions": versions, "failures": failures}
+
+
+# --------------------------------------------------------------------------- the contest
+
+def _holdout(svc, state: WindowState, hold):
+    from .featurestore import Window, export_window_for_r, read_window
+
+    key, target = svc.pipeline.deploy.entity_key, svc.cycle.target
+    csv = svc.work_dir(state) / f"holdout_{hold[0]:%Y%m%d}.csv"
+    export_window_for_r(svc.fs, svc.cycle.mart, Window(*hold), csv)
+    lab = read_window(svc.fs, svc.cycle.labels or svc.cycle.mart, Window(*hold), columns=[key, target])
+    return csv, {key_text(k): label_text(y) for k, y in zip(lab[key].tolist(), lab[target].tolist())}
+
+
+def evaluate(svc, state: WindowState, hold, refs: list, *, champion) -> dict:
+    """Score ``refs`` (and the champion) on the hold-out rows, each in its own runtime; per-row losses,
+    KPIs, the paired test against the champion (when there is one) and the decision."""
+    from ambidex_stage.tables import read_table
+
+    from . import kpi as K
+    from .monitor_kpi import _row_loss, _targets
+
+    key, metric = svc.pipeline.deploy.entity_key, svc.cycle.metric
+    contestants = ([champion] if champion is not None else []) + [r for r in refs if champion is None
+                                                                  or r.label != champion.label]
+    csv, labels = _holdout(svc, state, hold)
+    if not labels:
+        raise CycleError(f"The hold-out window {hold[0]:%Y-%m-%d}/{hold[1]:%Y-%m-%d} has no labelled rows, so no "
+                         "model can be evaluated.", code="data.no_labels",
+                         hint="Check cycle.label_delay and that the label column is filled for that window.")
+    work = svc.work_dir(state) / "eval"
+    work.mkdir(exist_ok=True)
+
+    def score(ref):
+        mv = svc.reg.get_model_version(ref.name, ref.version)
+        out = work / f"{ref.name}_{ref.version}.csv"
+        svc.launch(svc.reg.model_path(mv), csv, out, [key])  # model_path verifies every file's hash
+        return ref, out
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        scored = list(pool.map(score, contestants))
+    losses, models = {}, {}
+    for ref, out in scored:
+        pred = read_table(out)
+        keys = [key_text(k) for k in pred[key].tolist()]
+        y = _targets(ref, [labels.get(k) for k in keys])
+        s = pred["score"].to_numpy(dtype=np.float64)
+        ok = ~np.isnan(y) & np.isfinite(s)
+        loss = _row_loss(ref, y[ok], s[ok])
+        losses[ref.label] = dict(zip(np.asarray(keys)[ok].tolist(), loss.tolist()))
+        try:
+            k = K.measure_kpi(metric, y[ok], s[ok])
+            kp = {"value": k.value, "se": k.se, "n": k.n}
+        except AmbidexError:
+            kp = None
+        models[ref.label] = {"mean_loss": float(loss.mean()) if loss.size else None, "kpi": kp,
+                             "language": ref.manifest.get("runtime", {}).get("language")}
+    common = sorted(set.intersection(*[set(v) for v in losses.values()]))
+    if not common:
+        raise CycleError(f"{len(labels)} label(s) of the hold-out window {hold[0]:%Y-%m-%d}/{hold[1]:%Y-%m-%d} (mart "
+                         f"'{svc.cycle.labels or svc.cycle.mart}', key '{key}', e.g. {next(iter(labels))!r}) match no "
+                         f"row of mart '{svc.cycle.mart}', so no model can be evaluated; nothing was deployed.",
+                         code="data.labels_unmatched",
+                         hint=f"Check that the label table's '{key}' values are the scored rows' keys.")
+    for lab, d in losses.items():
+        models[lab]["mean_loss"] = float(np.mean([d[k] for k in common])) if common else None
+    out = {"holdout": [hold[0], hold[1]], "n": len(common), "metric": metric, "models": models,
+           "loss": "log_loss" if contestants[0].manifest.get("task") != "regression" else "squared_error"}
+    if champion is None:
+        out["best"] = min(models, key=lambda m: (models[m]["mean_loss"], m))
+        return out
+    chall = {lab: [losses[lab][k] for k in common] for lab in losses if lab != champion.label}
+    dec = K.decide_promotion([losses[champion.label][k] for k in common], chall,
+                             z_min=svc.cycle.promotion.z_min, min_gain=svc.cycle.promotion.min_gain)
+    out.update(champion=champion.label, promote=dec.promote, winner=dec.winner, best=dec.best_challenger,
+               reason=dec.reason, tests={lab: {"z": t.z, "gain": t.relative_gain, "mean_diff": t.mean_diff, "n": t.n}
+                                         for lab, t in dec.tests.items()})
+    return json.loads(dumps(out))
+
+
+def freeze_benchmark(svc, label: str, ev: dict) -> None:
+    """Benchmark B of the (new) champion: the configured floor, or its hold-out KPI with its SE."""
+    from .monitor_kpi import freeze_benchmark as freeze
+
+    b, ref = svc.cycle.benchmark, model_ref(svc, dict(zip(("model", "version"), split_label(label))))
+    if b.kind == "floor":
+        freeze(svc.engine, ref, svc.cycle.metric, b.value, kind="floor")
+    elif (ev["models"].get(label) or {}).get("kpi"):
+        k = ev["models"][label]["kpi"]
+        freeze(svc.engine, ref, svc.cycle.metric, k["value"], se=k["se"] or 0.0, kind="holdout")
+
+
+# --------------------------------------------------------------------------- steps 6-12
+
+def _last_trained(svc, state: WindowState) -> int | None:
+    from .cycle import decisions, window_index
+
+    ks = [window_index(svc.cycle, ts(d["window_start"])) for d in decisions(svc.engine, svc.name)
+          if d["kind"] in ("retrain", "cold_start") and ts(d["window_start"]) < state.start]
+    return max(ks) if ks else None
+
+
+def step_decide(svc, state: WindowState) -> dict:
+    """The retrain decision and its reasons: data drift, the KPI trigger, or the every-N-windows fallback."""
+    if state.details["ingest"].get("cold_start"):
+        return {"retrain": False, "reasons": ["trained at the cold start of this window"]}
+    on, drift = svc.cycle.retrain.on, state.details["drift"]
+    reasons = []
+    if "drift" in on and drift.get("alert"):
+        top = (drift.get("top") or [{}])[0]
+        reasons.append(f"data drift of {drift['model']} (top feature {top.get('feature')}, "
+                       f"impact {top.get('impact_psi') or 0:.3f})")
+    kpi = drift.get("kpi") or {}
+    if "kpi" in on and kpi.get("retrain"):
+        reasons.append(f"{svc.cycle.metric} trigger: {', '.join(kpi['reasons'])}")
+    last = _last_trained(svc, state)
+    every = svc.cycle.retrain.every
+    if every and last is not None and state.index - last >= every:
+        reasons.append(f"schedule: {state.index - last} window(s) since the last training (every {every})")
+    retrain = bool(reasons)
+    summary = ("retrain: " + "; ".join(reasons)) if retrain else (
+        "no retrain: no trigger fired" + (f" ({kpi['not_evaluated']})" if kpi.get("not_evaluated") else ""))
+    champ = svc.live().champion.label
+    return {"retrain": retrain, "reasons": reasons, "_decisions": [{
+        "kind": "retrain" if retrain else "no_retrain", "champion": champ,
+        "reasons": {"summary": summary, "triggers": reasons, "drift_alert": drift.get("alert"), "kpi": kpi}}]}
+
+
+def step_train(svc, state: WindowState) -> dict:
+    """Retrain every candidate on the training windows (M_T); all failing stops the window, champion serving."""
+    if not state.details["decide"].get("retrain"):
+        return {"skipped": "no retrain"}
+    hold = holdout_window(svc, state)
+    return train_candidates(svc, state, "train", train_window(svc, hold))
+
+
+def _previous(svc, new_labels: set, champion: str) -> list:
+    """M_T-1, M_T-2: the ``previous`` most recent earlier versions of each candidate model."""
+    out = []
+    for cand in svc.cycle.candidates:
+        name = next(o.register for o in cand.outputs.values() if o.register)
+        try:
+            vs = svc.reg.list_versions(name)
+        except RegistryError:
+            continue
+        older = [v for v in reversed(vs) if f"{name}:{v.version}" not in new_labels]
+        out += [f"{name}:{v.version}" for v in older[:svc.cycle.previous] if f"{name}:{v.version}" != champion]
+    return out
+
+
+def step_evaluate(svc, state: WindowState) -> dict:
+    """M_T, M_T-1, M_T-2 and the champion on the same out-of-time rows; the paired loss test decides."""
+    trained = state.details["train"].get("versions")
+    if not trained:
+        return {"skipped": "nothing trained"}
+    champ = champion_ref(svc)
+    new = [f"{v['model']}:{v['version']}" for v in trained]
+    labels = new + _previous(svc, set(new), champ.label)
+    refs = [model_ref(svc, dict(zip(("model", "version"), split_label(x)))) for x in labels]
+    ev = evaluate(svc, state, holdout_window(svc, state), refs, champion=champ)
+    from .monitor_kpi import _store_decision
+
+    _store_decision(svc.engine, champ, None, "promotion", ev["loss"], ev["promote"], (ev["reason"],),
+                    {k: ev[k] for k in ("n", "champion", "winner", "tests", "holdout")}, state.run_id, _utcnow)
+    return ev
+
+
+def step_gate(svc, state: WindowState) -> dict:
+    """The governance gate for the winner (smoke test in a fresh process, KPI gates, approval)."""
+    ev = state.details["evaluate"]
+    if not ev.get("promote"):
+        return {"skipped": "nothing to promote"}
+    with svc.engine.connect() as conn:
+        ref = svc.deps.resolve(conn, *split_label(ev["winner"]))
+    try:
+        svc.gov.gate(None, [ref], svc.deployment)
+    except (CheckFailed, RegistryError) as e:
+        return {"passed": False, "why": e.message, "code": e.code}
+    return {"passed": True}
+
+
+def _contest_summary(ev: dict) -> dict:
+    return {k: ev.get(k) for k in ("holdout", "n", "loss", "tests", "models", "reason", "best")}
+
+
+def step_switch(svc, state: WindowState) -> dict:
+    """Blue-green: the winner becomes champion in one CAS revision, the old champion stays as shadow for one
+    window (rollback); otherwise the champion is kept and a shadow kept from the last switch is retired."""
+    from .deploy import Member
+
+    ev, gate = state.details["evaluate"], state.details["gate"]
+    live = svc.live()
+    champ = live.champion.label
+    retrain = state.details["decide"].get("reasons") or []
+    if ev.get("promote") and gate.get("passed"):
+        t = ev["tests"][ev["winner"]]
+        if champ != ev["winner"]:  # a resumed run may find the switch already done
+            live = svc.deps.promote(svc.deployment, [Member(*split_label(ev["winner"]), "champion"),
+                                                     Member(*split_label(champ), "shadow")],
+                                    expected_revision=live.revision,
+                                    reason=f"cycle {state.tag}: {ev['winner']} beats {champ} on the hold-out "
+                                           f"(gain {t['gain']:.2%}, z {t['z']:.2f})")
+            freeze_benchmark(svc, ev["winner"], ev)
+            champ_before = champ
+        else:
+            champ_before = ev["champion"]
+        return {"promoted": True, "revision": live.revision, "_decisions": [{
+            "kind": "promote", "champion": champ_before, "winner": ev["winner"], "gain": t["gain"], "z": t["z"],
+            "revision": live.revision,
+            "reasons": {"summary": f"promote {ev['winner']} over {champ_before}: mean {ev['loss']} gain "
+                                   f"{t['gain']:.2%}, z {t['z']:.2f} on {t['n']} hold-out rows",
+                        "retrain_triggers": retrain, "contest": _contest_summary(ev)}}]}
+    out: dict = {"promoted": False}
+    if state.details["ingest"].get("cold_start"):
+        return {**out, "revision": live.revision, "note": "the cold start deployed the champion"}
+    shadows = [m for m in live.members if m.role == "shadow"]
+    if shadows and (live.reason or "").startswith("cycle "):
+        kept = [m for m in live.members if m.role != "shadow"]
+        live = svc.deps.promote(svc.deployment, kept, expected_revision=live.revision,
+                                reason=f"cycle {state.tag}: retire {', '.join(m.label for m in shadows)} "
+                                       "(kept as shadow one window for rollback)")
+        out["retired"] = [m.label for m in shadows]
+    if ev.get("promote"):
+        why = f"keep {champ}: {ev['winner']} won the contest but the gate refused it: {gate.get('why')}"
+    elif ev.get("tests"):
+        b = ev.get("best")
+        t = ev["tests"].get(b) or {}
+        why = (f"keep {champ}: best challenger {b} " + (f"gain {t['gain']:.2%}, z {t['z']:.2f}"
+               if t.get("z") is not None and t.get("gain") is not None else "no spread")
+               + f" ({ev['reason']}; needs z >= {svc.cycle.promotion.z_min}, gain >= {svc.cycle.promotion.min_gain})")
+    elif not state.details["decide"].get("retrain"):
+        why = f"keep {champ}: no retrain trigger fired"
+    else:
+        why = f"keep {champ}"
+    best = ev.get("best")
+    t = (ev.get("tests") or {}).get(best) or {}
+    out["revision"] = live.revision
+    out["_decisions"] = [{"kind": "keep", "champion": champ, "winner": None, "gain": t.get("gain"), "z": t.get("z"),
+                          "revision": live.revision,
+                          "reasons": {"summary": why, "best_challenger": best, "retrain_triggers": retrain,
+                                      "contest": _contest_summary(ev) if ev.get("tests") else None,
+                                      "gate": gate or None}}]
+    return out
+
+
+def step_smoke(svc, state: WindowState) -> dict:
+    """After a switch: smoke-test the live models in fresh processes; a failure rolls back automatically."""
+    sw = state.details["switch"]
+    if not sw.get("promoted"):
+        return {"skipped": "no switch"}
+    champion = svc.live().champion.label
+
+    def smoke(ref):  # the new champion in a fresh process; the kept shadow's passing result (same bytes) stands
+        if ref.label != champion:
+            with svc.engine.connect() as conn:
+                if svc.gov._smoke_passed(conn, ref):
+                    return type("Recorded", (), {"passed": True})()
+        return svc.smoke(ref)
+
+    try:
+        svc.deps.check_after_switch(svc.deployment, smoke)
+    except CheckFailed as e:
+        back = e.details.get("rollback_revision")
+        return {"passed": False, "why": e.message, "_decisions": [{
+            "kind": "rollback", "champion": None, "revision": back,
+            "reasons": {"summary": e.message, "failed": e.details.get("failed")}}]}
+    return {"passed": True}
