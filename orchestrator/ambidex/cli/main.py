@@ -31,6 +31,7 @@ COMMANDS = {
     "schedule": ("ambidex.cli.schedule", "schedule", "Run pipelines from cron: install, show and remove their crontab lines."),
     "drift": ("ambidex.cli.drift", "drift", "Data drift: compare two tables, check a window, show history."),
     "kpi": ("ambidex.cli.drift", "kpi", "Model KPIs per window with standard errors."),
+    "cycle": ("ambidex.cli.cycle", "cycle", "Continuous training: the windows processed and every decision."),
 }
 
 
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         from ..errors import AmbidexError
 
+        if type(exc).__module__.startswith("sqlalchemy"):
+            exc = database_error(exc)
         if not isinstance(exc, AmbidexError):
             raise
         if wants_json(args):
@@ -97,6 +100,29 @@ def main(argv: list[str] | None = None) -> int:
             if exc.hint:
                 click.echo(f"Hint: {exc.hint}", err=True)
         return exc.exit_code
+
+
+def database_error(exc: Exception):
+    """A database failure as an ambidex error: what happened (no traceback, no password) and what to do."""
+    from ..errors import AmbidexError, RegistryError
+
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    low = text.lower()
+    if "database or disk is full" in low or "no space left" in low or "disk full" in low:
+        return RegistryError(f"The database is out of space: {text}. The transaction was rolled back; nothing changed.",
+                             code="registry.disk_full",
+                             hint="Free disk space where the registry lives (or SQLite's temp directory), then retry.")
+    name = type(exc).__name__
+    if name in ("OperationalError", "InterfaceError") and any(
+            w in low for w in ("connect", "connection", "could not", "refused", "unable to open", "timeout")):
+        return RegistryError(f"Cannot reach the registry database: {text}.", code="registry.unavailable",
+                             hint="Check that the database server is running and that the URL "
+                                  "(registry / registry_url_env in ambidex.yaml) is right.")
+    if isinstance(exc, AmbidexError):
+        return exc
+    return RegistryError(f"The database refused the operation ({name}): {text}. The transaction was rolled back.",
+                         code="registry.database_error",
+                         hint="Run 'ambidex db upgrade' if the schema is behind; otherwise report this with the log.")
 
 
 def entry() -> None:

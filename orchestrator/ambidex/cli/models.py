@@ -115,7 +115,8 @@ def verify(as_json):
     elif not problems:
         click.echo("All READY model versions verified.")
     else:
-        emit_table(problems, ["model", "version", "file", "problem"], False)
+        emit_table([{"model": p.get("name"), "version": p.get("version"), "file": p.get("path"),
+                     "problem": p.get("problem")} for p in problems], ["model", "version", "file", "problem"], False)
     if problems:
         raise CheckFailed(f"{len(problems)} problem(s) found in the artifact store.", code="check.verify_failed",
                           hint="Restore the files from backup, or re-register the affected versions.")
