@@ -25,7 +25,7 @@ $(VENV)/.stamp-python: pyproject.toml $(VENV)/.stamp-r-system
 
 $(RLIB)/.stamp-r: $(VENV)/.stamp-r-system $(shell find r -type f -not -path '*/tests/*' 2>/dev/null)
 	@mkdir -p $(RLIB)
-	R CMD INSTALL --no-multiarch --no-test-load -l $(RLIB) r >/dev/null
+	R CMD INSTALL --no-multiarch --no-test-load -l $(RLIB) r >$(VENV)/r-install.log 2>&1 || (cat $(VENV)/r-install.log; exit 1)
 	@touch $@
 
 demo: setup
@@ -37,7 +37,7 @@ demo: setup
 	@echo "== Windows and decisions with their reasons =="
 	$(VENV)/bin/ambidex cycle show config/churn.yaml
 	@echo "== Drift of the latest window with enough rows against the champion's reference, by impact =="
-	$(VENV)/bin/ambidex drift check churn-monthly --window 2024-11-01/2024-12-01 --exit-zero
+	$(VENV)/bin/ambidex drift check churn_r --window 2024-11-01/2024-12-01 --data mart:churn --exit-zero
 	@echo "Reports a manager can open: .ambidex/reports/churn/*.html"
 
 test: setup test-python test-r
