@@ -68,6 +68,9 @@ def score_model(model_dir: Path, input_csv: Path, output_csv: Path, *, project_r
     outcome = run_stage(launch)
     if outcome.error:
         raise outcome.error  # the stage dir stays, with its logs
+    from .pipeline import check_outputs
+
+    check_outputs("score", outcome, context["outputs"])  # result.json and the table honour the contract
     output_csv = Path(output_csv)
     output_csv.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(out_dir / "predictions.csv", output_csv)

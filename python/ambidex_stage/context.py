@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ContractError, StageError
-from .validate import validate_document
+from .validate import check_version, orchestrator_validated, validate_document
 
 __all__ = ["Context", "stage_context", "set_current"]
 
@@ -44,7 +44,10 @@ class Context:
     @classmethod
     def from_dict(cls, doc: dict, path=None) -> "Context":
         """Validate a context document and build the Context."""
-        validate_document("context", doc, source=str(path) if path else None)
+        if orchestrator_validated():
+            check_version("context", doc, source=str(path) if path else None)
+        else:
+            validate_document("context", doc, source=str(path) if path else None)
         return cls(run_id=doc["run_id"], pipeline=doc["pipeline"], stage=doc["stage"], lang=doc["lang"],
                    project_root=Path(doc["project_root"]), output_dir=Path(doc["output_dir"]),
                    params=dict(doc["params"]), inputs=dict(doc["inputs"]), outputs=dict(doc["outputs"]),

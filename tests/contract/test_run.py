@@ -171,3 +171,18 @@ def test_missing_module_is_runtime_missing_naming_it(make_ctx, tmp_path):
     err = json.loads((ctx.output_dir / "result.json").read_text())["error"]
     assert err["code"] == "stage.runtime_missing"
     assert "'notapkg_ambidex_xyz'" in err["message"] and "pip install notapkg_ambidex_xyz" in err["hint"]
+
+
+def test_trusted_stage_still_refuses_a_newer_contract(tmp_path, monkeypatch):
+    import pytest
+
+    from ambidex_stage.context import Context
+    from ambidex_stage.errors import ContractError
+
+    monkeypatch.setenv("AMBIDEX_VALIDATED", "1")
+    doc = {"contract_version": 2, "run_id": "0" * 32, "pipeline": "p", "stage": "s", "lang": "python",
+           "project_root": str(tmp_path), "output_dir": str(tmp_path), "params": {}, "inputs": {}, "outputs": {},
+           "window": None, "seed": 1}
+    with pytest.raises(ContractError) as err:
+        Context.from_dict(doc)
+    assert err.value.code == "contract.version_unsupported"

@@ -311,3 +311,22 @@ def test_run_in_cron_like_environment(project):
     proc = subprocess.run([str(ambidex), "run", str(path), "--json"], cwd=project, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_orchestrator_validates_result_json_even_when_stages_trust_it(workspace, project):
+    """Stages skip jsonschema (AMBIDEX_VALIDATED=1); the orchestrator still refuses a bad result.json."""
+    from ambidex.errors import ContractError
+
+    write(project / "s" / "bad_result.py", """\
+        import json, os
+
+        def main(ctx):
+            (ctx.output_dir / "result.json").write_text(json.dumps(
+                {"contract_version": 1, "status": "ok", "metrics": "not a list"}))
+            os._exit(0)
+        """)
+    path = _pipeline(project, "  - name: bad\n    lang: python\n    script: s/bad_result.py\n")
+    with pytest.raises(ContractError) as err:
+        run_pipeline(workspace, path)
+    assert err.value.code == "contract.invalid_document" and "Invalid result document" in err.value.message
+    assert workspace.registry().list_runs()[0]["status"] == "FAILED"
