@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import cycle_eval as E
 from . import cycle_report as R
 from . import cycletables as C
@@ -269,7 +271,57 @@ def step_score(svc: Services, state: WindowState) -> dict:
     rep = scorer.score(spec.name, (state.start, state.end), csv,
                        input_ref="data_versions:" + ",".join(str(v) for v in written.get("data_versions") or []))
     csv.unlink(missing_ok=True)
-    return {"revision": rep.revision, "rows": rep.rows, "members": rep.members, "published": rep.published_path}
+    return {"revision": rep.revision, "rows": rep.rows, "members": rep.members, "published": rep.published_path,
+            "label_free": _scores_of_window(svc, state)}
+
+
+def _scores_of_window(svc: Services, state: WindowState) -> dict:
+    """Every scored window: the score distribution of each live model is profiled (prediction drift,
+    checked in the drift step) and, while labels are late, its KPIs are estimated label-free (CBPE for
+    classifiers, DLE-lite for regressors), stored with is_estimated = 1: they can warn, never promote."""
+    from .capture import predictions_with_labels
+    from .errors import DataError
+    from .monitor import resolve_model
+    from .monitor_kpi import estimate_window
+    from .monitor_store import profile_scores
+
+    scores: dict[tuple[str, int], list] = {}
+    for r in predictions_with_labels(svc.engine, svc.deployment, state.start):
+        scores.setdefault((r["model"], r["version"]), []).append(r["score"])
+    out = {}
+    for (name, version), vals in scores.items():
+        ref = resolve_model(svc.engine, f"{name}:{version}")
+        finite = [v for v in vals if v is not None]
+        if not finite:
+            continue
+        profile_scores(svc.engine, ref, (state.start, state.end), finite, run_id=state.run_id)
+        try:
+            kpis = estimate_window(svc.engine, ref, (state.start, state.end), finite, run_id=state.run_id)
+        except DataError:  # no label-free reference yet (fitted once labels of a scored window arrive)
+            continue
+        out[ref.label] = {k.metric: k.value for k in kpis}
+    return out
+
+
+def _fit_label_free_once(svc: Services, window) -> None:
+    """The label-free reference of each captured model, fitted once from its first labelled window."""
+    import sqlalchemy as sa
+
+    from . import monitortables as M
+    from .monitor import resolve_model
+    from .monitor_kpi import _targets, fit_label_free, labelled_from_capture
+
+    for (name, version), d in labelled_from_capture(svc.engine, svc.deployment, window).items():
+        ref = resolve_model(svc.engine, f"{name}:{version}")
+        with svc.engine.connect() as conn:
+            if conn.execute(sa.select(M.monitor_calibration.c.model_version_id)
+                            .where(M.monitor_calibration.c.model_version_id == ref.id)).first():
+                continue
+        y = _targets(ref, d["label"])
+        s = np.array([np.nan if v is None else v for v in d["score"]], dtype=np.float64)
+        ok = np.isfinite(y) & np.isfinite(s)
+        if ok.sum() >= 30:
+            fit_label_free(svc.engine, ref, s[ok], y[ok])
 
 
 def step_labels(svc: Services, state: WindowState) -> dict:
@@ -299,6 +351,7 @@ def step_labels(svc: Services, state: WindowState) -> dict:
                   [{"entity_key": x, "window_start": lw[0], "window_end": lw[1], "label": E.label_text(y)}
                    for x, y in zip(keys, lab[target].tolist())])
     kpis = record_captured(svc.engine, svc.deployment, lw, run_id=state.run_id)
+    _fit_label_free_once(svc, lw)
     return {"window": [lw[0], lw[1]], "labels": len(keys), "matched": matched, "unmatched": len(keys) - matched,
             "kpis": {m: {x.metric: {"value": x.value, "se": x.se, "n": x.n} for x in ks} for m, ks in kpis.items()}}
 

@@ -230,3 +230,32 @@ def test_regression_loop_smoke(workspace, project):
     assert kpis and all(set(v) == {"rmse", "mae"} for v in kpis.values())
     ev = feb["evaluate"]["detail"]
     assert ev["loss"] == "squared_error" and ev["metric"] == "rmse"
+
+
+def test_every_scored_window_logs_prediction_drift_and_label_free_estimates(finished_loop):
+    """Scores of each scored window are profiled; once labels of a window arrived, later windows get
+    CBPE estimates stored as estimated (they never decide a promotion)."""
+    import sqlalchemy as sa
+
+    from ambidex import monitortables as M
+    from ambidex.monitor_store import SCORE
+
+    root, _, _ = finished_loop
+    ws = _ws(root)
+    try:
+        with ws.registry().engine.connect() as conn:
+            scored = {r.window_start.strftime("%Y-%m") for r in conn.execute(
+                sa.select(M.monitor_windows.c.window_start)
+                .join(M.window_num_stats, M.window_num_stats.c.window_id == M.monitor_windows.c.id)
+                .where(M.window_num_stats.c.feature == SCORE))}
+            estimated = conn.execute(
+                sa.select(M.kpi_result.c.metric, M.kpi_result.c.method, M.monitor_windows.c.window_start)
+                .join(M.monitor_windows, M.monitor_windows.c.id == M.kpi_result.c.window_id)
+                .where(M.kpi_result.c.is_estimated.is_(True))).all()
+        assert scored == {"2024-01", "2024-02", "2024-03"}
+        assert estimated and all(r.method == "cbpe" for r in estimated)
+        assert {r.window_start.strftime("%Y-%m") for r in estimated} == {"2024-03"}
+        decs = decisions(ws.registry().engine, "loop")
+        assert all("cbpe" not in json.dumps(d["reasons"]) for d in decs if d["kind"] == "promote")
+    finally:
+        ws.close()
