@@ -208,14 +208,17 @@ class Registry:
             raise RegistryError(f"Cannot end a run with status {status!r}.", code="registry.invalid_value",
                                 hint="Use FINISHED or FAILED.")
         with self.engine.begin() as conn:
+            # the common case in one statement: RUNNING -> status; anything else is looked at below
+            done = conn.execute(T.runs.update().where(T.runs.c.id == run_id, T.runs.c.status == "RUNNING")
+                                .values(status=status, ended_at=self._now())).rowcount
+            if done:
+                self.record_event(f"run.{status.lower()}", entity_type="run", entity_id=run_id, conn=conn)
+                return
             current = self._run_status(conn, run_id)
             if current == status:
                 return
-            if current != "RUNNING":
-                raise RegistryError(f"Run {run_id} already ended {current}; refusing to mark it {status}.",
-                                    code="registry.conflict", hint="Start a new run.")
-            conn.execute(T.runs.update().where(T.runs.c.id == run_id).values(status=status, ended_at=self._now()))
-            self.record_event(f"run.{status.lower()}", entity_type="run", entity_id=run_id, conn=conn)
+            raise RegistryError(f"Run {run_id} already ended {current}; refusing to mark it {status}.",
+                                code="registry.conflict", hint="Start a new run.")
 
     def log_params(self, run_id: str, params: Mapping, *, prefix: str | None = None) -> None:
         """Store params as JSON text in one transaction; a key re-logged with another value is a conflict."""
