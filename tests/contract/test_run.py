@@ -186,3 +186,18 @@ def test_trusted_stage_still_refuses_a_newer_contract(tmp_path, monkeypatch):
     with pytest.raises(ContractError) as err:
         Context.from_dict(doc)
     assert err.value.code == "contract.version_unsupported"
+
+
+def test_run_arguments_are_parsed_and_bad_ones_exit_2(capsys):
+    import pytest
+
+    from ambidex_stage.run import _parse_args
+
+    a = _parse_args(["--builtin=score", "--context", "c.json"])
+    assert (a.script, a.builtin, a.context) == (None, "score", "c.json")
+    assert _parse_args(["s.py"]).script == "s.py"
+    for bad in ([], ["s.py", "--builtin", "train"], ["--builtin", "fit"], ["--nope"], ["a.py", "b.py"], ["--context"]):
+        with pytest.raises(SystemExit) as exit_:
+            _parse_args(bad)
+        assert exit_.value.code == 2
+    assert "usage: python -m ambidex_stage.run" in capsys.readouterr().err
