@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -190,9 +189,9 @@ def bench_profiles(ref_path: Path, cur_path: Path, work: Path) -> dict:
     now = pd.Timestamp.now(tz="UTC").to_pydatetime()
     with engine.begin() as c:  # a bare registry row: the benchmark needs no artifact
         mid = c.execute(sa.insert(models).values(name="bench", created_at=now)).inserted_primary_key[0]
-        mv = c.execute(sa.insert(model_versions).values(
+        c.execute(sa.insert(model_versions).values(
             model_id=mid, version=1, status="READY", path="-", manifest=json.dumps(manifest), manifest_sha256="-",
-            created_at=now)).inserted_primary_key[0]
+            created_at=now))
     model = monitor.resolve_model(engine, "bench:1")
     t = time.perf_counter()
     monitor_store.set_reference(engine, model, ref)

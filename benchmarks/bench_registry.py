@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import median_time, peer_python, row
+from .common import peer_python, row
 
 N_RUNS, N_PARAMS, N_METRICS, N_POINTS = 100, 10, 20, 10_000
 

@@ -9,7 +9,6 @@ Goal (issue 2): each stage within 1.25x of the bare interpreter start.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -69,11 +67,9 @@ def _window_tag(start: dt.datetime, end: dt.datetime) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    from .artifacts import sha256_file
+
+    return sha256_file(path)[0]
 
 
 @dataclass
@@ -386,8 +382,8 @@ def _zip_features(chunks, feats):
 class _PredictionWriter:
     """Appends prediction rows of one capture batch inside the caller's transaction, as fast as each
     backend allows: PostgreSQL (psycopg 3) ``COPY ... FROM STDIN`` of CSV built by pyarrow; every other
-    backend one DBAPI ``executemany`` of tuples per chunk, built column-wise (bind processors applied
-    per column, no per-row dicts). Same rows and values as ``conn.execute(table.insert(), dicts)``."""
+    backend one DBAPI ``executemany`` per chunk through :func:`ambidex.db.insert_columns` (bind
+    processors applied per column, no per-row dicts). Same rows and values as ``conn.execute(table.insert(), dicts)``."""
 
     def __init__(self, conn, table: sa.Table, batch_id: int, *, with_features: bool):
         dialect = conn.dialect
@@ -402,10 +398,7 @@ class _PredictionWriter:
             self.sql = (f"COPY {prep.format_table(table)} ({', '.join(prep.quote(k) for k in self.keys)}) "
                         "FROM STDIN (FORMAT csv)")
             return
-        compiled = table.insert().compile(dialect=dialect, column_keys=self.keys)
-        self.sql = str(compiled)
-        self.order = list(compiled.positiontup) if compiled.positional else None
-        self.procs = {k: table.c[k].type._cached_bind_processor(dialect) for k in self.keys}
+        self.conn = conn
 
     def __call__(self, lo: int, keys, preds, scores, mask, features) -> None:
         import pyarrow as pa
@@ -416,25 +409,13 @@ class _PredictionWriter:
         if self.copy:
             self._copy(lo, n, keys, preds, scores, mask, features)
             return
-        cols = {"row_index": range(lo, lo + n), "entity_key": keys.to_pylist(), "prediction": preds.to_pylist(),
-                "score": scores.to_pylist(), "published": mask.tolist()}
+        from .db import insert_columns
+
+        cols = {"row_index": list(range(lo, lo + n)), "entity_key": keys.to_pylist(),
+                "prediction": preds.to_pylist(), "score": scores.to_pylist(), "published": mask.tolist()}
         if features is not None:
-            cols["features"] = features
-        for k, proc in self.procs.items():
-            if proc is None or k == "batch_id":
-                continue
-            if k == "published":
-                t, f = proc(True), proc(False)
-                cols[k] = [t if v else f for v in cols[k]]
-            elif k != "row_index":
-                cols[k] = [None if v is None else proc(v) for v in cols[k]]
-        bid = self.procs["batch_id"](self.batch_id) if self.procs["batch_id"] else self.batch_id
-        if self.order is not None:
-            rows = list(zip(*[cols[k] if k != "batch_id" else itertools.repeat(bid, n) for k in self.order]))
-        else:  # a named paramstyle (e.g. psycopg2): dicts are the only form the driver takes
-            rows = [dict(zip(self.keys, r)) for r in zip(itertools.repeat(bid, n), *[cols[k] for k in self.keys[1:]])]
-        if rows:
-            self.cursor.executemany(self.sql, rows)
+            cols["features"] = list(features)
+        insert_columns(self.conn, self.table, {"batch_id": self.batch_id}, cols)
 
     def _copy(self, lo, n, keys, preds, scores, mask, features) -> None:
         import io

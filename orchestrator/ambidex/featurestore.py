@@ -50,7 +50,7 @@ The implementation lives in private modules, each with one job:
 """
 from __future__ import annotations
 
-from ambidex.fs_bind import KNOWN_PARAMS, check_transform_sql
+from ambidex.fs_bind import check_transform_sql
 from ambidex.fs_catalog import diff_data_versions, lineage, list_data_versions, list_marts, record_inputs, run_inputs, show_data_version
 from ambidex.fs_churn import prepare_churn
 from ambidex.fs_conform import content_hash
@@ -58,7 +58,7 @@ from ambidex.fs_load import ingest
 from ambidex.fs_mart import init_featurestore
 from ambidex.fs_profiles import load_grids
 from ambidex.fs_read import export_window_for_r, read_transform, read_window
-from ambidex.fs_spec import CONTRACT_TYPES, RESERVED, UTC, ColumnSpec, LoadResult, MartSpec, SourceSpec, Window, parse_window
+from ambidex.fs_spec import ColumnSpec, LoadResult, MartSpec, SourceSpec, Window, parse_window
 
 __all__ = [
     "ColumnSpec", "SourceSpec", "MartSpec", "Window", "LoadResult", "init_featurestore", "parse_window",

@@ -7,13 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ambidex.errors import DataError
 from ambidex.fs_spec import RESERVED, ColumnSpec, MartSpec, _err, _jsonable
 from ambidex.sqlident import validate_identifiers
-
-
-def _err(msg: str, code: str, hint: str, **details) -> DataError:
-    return DataError(msg, code=code, hint=hint, **details)
 
 
 def _to_utc(arr: pa.ChunkedArray, name: str, spec: MartSpec) -> pa.ChunkedArray:

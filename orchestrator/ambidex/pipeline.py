@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .errors import AmbidexError, ContractError, StageError
+from .errors import AmbidexError, ContractError
 from .lineage import collect_lineage
 from .runners import StageLaunch, StageOutcome, r_version, run_stage
 from .workspace import Workspace

@@ -662,25 +662,10 @@ def _validate_with_contract(manifest: dict) -> None:
 
 
 def _insert_many(conn, table, constants: dict, keys: tuple[str, ...], rows: list[tuple]) -> None:
-    """INSERT many rows with one DBAPI executemany. SQLAlchemy's executemany builds and processes
-    every parameter of every row (~10 us a row); here the constant columns are bind-processed once
-    and each per-row column's processor (if any) runs in one tight loop."""
+    """INSERT many rows: a few through SQLAlchemy, a batch through :func:`ambidex.db.insert_columns`."""
     if len(rows) < 64:
         conn.execute(table.insert(), [{**constants, **dict(zip(keys, r))} for r in rows])
         return
-    dialect = conn.dialect
+    from .db import insert_columns
 
-    def processed(k, values):
-        proc = table.c[k].type._cached_bind_processor(dialect)
-        return [proc(v) if v is not None else None for v in values] if proc else list(values)
-
-    const = {k: processed(k, [v])[0] for k, v in constants.items()}
-    columns = {k: processed(k, col) for k, col in zip(keys, zip(*rows))}
-    compiled = table.insert().compile(dialect=dialect, column_keys=[*constants, *keys])
-    n = len(rows)
-    if compiled.positional:
-        cols = [columns[name] if name in columns else [const[name]] * n for name in compiled.positiontup]
-        params = list(zip(*cols))
-    else:
-        params = [{**const, **{k: columns[k][i] for k in keys}} for i in range(n)]
-    conn.exec_driver_sql(str(compiled), params)
+    insert_columns(conn, table, constants, {k: list(col) for k, col in zip(keys, zip(*rows))})

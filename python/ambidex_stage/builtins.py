@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import ContractError, StageError
-from .manifest import fill_files, load_payload, normalize_importance, read_manifest, write_manifest
+from .manifest import load_payload, read_manifest
 from .signature import coerce_to_signature
 
 __all__ = ["train", "score", "predict", "load_payload", "golden_frame", "check_golden", "ESTIMATORS"]

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
+from ._files import atomic_open
 from .validate import CONTRACT_VERSION, orchestrator_validated, validate_document
 
 __all__ = ["write_result", "dump_json_atomic"]
@@ -14,17 +14,9 @@ __all__ = ["write_result", "dump_json_atomic"]
 def dump_json_atomic(path, doc) -> Path:
     """Write ``doc`` as UTF-8 JSON (2-space indent, no NaN) to a temporary file, fsync, then os.replace."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, ensure_ascii=False, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
     return path
 
 

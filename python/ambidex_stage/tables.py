@@ -28,8 +28,9 @@ import os
 import re
 from pathlib import Path
 
+from ._files import atomic_open
 from .errors import ContractError
-from .signature import coerce_series, coerce_to_signature, schema_from_frame
+from .signature import coerce_to_signature, schema_from_frame
 from .validate import validate_document
 
 __all__ = ["read_table", "read_table_chunks", "write_table", "write_table_chunks", "read_schema", "sidecar_path", "schema_from_frame", "coerce_to_signature"]
@@ -46,12 +47,8 @@ def sidecar_path(csv_path) -> Path:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _check_schema(schema: dict, source) -> None:
@@ -174,17 +171,9 @@ def write_table(df, csv_path, schema: dict | None = None) -> dict:
                             code="contract.invalid_table", hint="Drop them or add them to the schema.")
     canon = {c["name"]: df[c["name"]] for c in cols}
     n = len(df)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(_header_bytes(cols))
-            _write_rows(f, canon, cols, n)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as f:
+        f.write(_header_bytes(cols))
+        _write_rows(f, canon, cols, n)
     _atomic_write_bytes(sidecar_path(path), (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return schema
 
@@ -224,25 +213,17 @@ def write_table_chunks(frames, csv_path, schema: dict) -> dict:
     _check_schema(schema, "(schema given to write_table_chunks)")
     cols = schema["columns"]
     n = 0
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(_header_bytes(cols))
-            for df in frames:
-                df = df.set_axis([str(c) for c in df.columns], axis=1)
-                df, extras = coerce_to_signature(df, cols)
-                if extras:
-                    raise ContractError(f"write_table_chunks: a frame has columns {extras} that the schema does "
-                                        "not declare.", code="contract.invalid_table",
-                                        hint="Drop them or add them to the schema.")
-                _write_rows(f, {c["name"]: df[c["name"]] for c in cols}, cols, len(df))
-                n += len(df)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as f:
+        f.write(_header_bytes(cols))
+        for df in frames:
+            df = df.set_axis([str(c) for c in df.columns], axis=1)
+            df, extras = coerce_to_signature(df, cols)
+            if extras:
+                raise ContractError(f"write_table_chunks: a frame has columns {extras} that the schema does "
+                                    "not declare.", code="contract.invalid_table",
+                                    hint="Drop them or add them to the schema.")
+            _write_rows(f, {c["name"]: df[c["name"]] for c in cols}, cols, len(df))
+            n += len(df)
     schema["row_count"] = n
     _atomic_write_bytes(sidecar_path(path), (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return schema
