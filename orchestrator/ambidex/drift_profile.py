@@ -83,10 +83,15 @@ class CategoricalProfile:
     level_counts: Mapping[str, int]
 
 
-def build_grid(ref_values, *, feature: str = "value", thresholds: DriftThresholds = _DEFAULT) -> NumericGrid:
-    """The fine grid of a reference sample: 99 type-7 percentiles, or the values if there are <= 20 of them."""
+def build_grid(ref_values, *, feature: str = "value", thresholds: DriftThresholds = _DEFAULT,
+               finite_sorted: bool = False) -> NumericGrid:
+    """The fine grid of a reference sample: 99 type-7 percentiles, or the values if there are <= 20 of them.
+
+    ``finite_sorted=True`` says the values are finite and ascending already (no copy, no sort).
+    """
     r = _as_float(ref_values, feature)
-    r = np.sort(r[np.isfinite(r)])
+    if not finite_sorted:
+        r = np.sort(r[np.isfinite(r)])
     if r.size == 0:
         raise DataError(f"Feature '{feature}' has no finite reference value, so no grid can be built.",
                         hint="Choose a reference window where the feature is populated.", feature=feature)
@@ -111,6 +116,23 @@ def fine_index(grid: NumericGrid, values) -> np.ndarray:
         exact = (idx < e.size) & (e[np.minimum(idx, e.size - 1)] == x[ok])
         idx = np.where(exact, 2 * idx + 1, 2 * idx)
     out[ok] = idx
+    return out
+
+
+def fine_counts_sorted(grid: NumericGrid, finite_sorted: np.ndarray) -> np.ndarray:
+    """Count per fine bin (0 .. 2 * len(edges) for discrete grids, 0 .. len(edges) otherwise) of finite,
+    ascending values: the same counts as ``bincount(fine_index(grid, x))``, with a binary search per edge
+    instead of one per value."""
+    r = finite_sorted
+    e = np.asarray(grid.edges, dtype=np.float64)
+    right = np.searchsorted(r, e, "right")
+    if grid.kind != "discrete":  # bin i holds e[i-1] < x <= e[i]
+        return np.diff(np.concatenate(([0], right, [r.size])))
+    left = np.searchsorted(r, e, "left")
+    out = np.empty(2 * e.size + 1, dtype=np.int64)
+    out[1::2] = right - left  # x == e[i]
+    out[0:-1:2] = left - np.concatenate(([0], right[:-1]))  # e[i-1] < x < e[i]
+    out[-1] = r.size - right[-1]
     return out
 
 

@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ambidex.drift_profile import CategoricalProfile, NumericGrid, NumericProfile, build_grid, fine_index
+from ambidex.drift_profile import (CategoricalProfile, NumericGrid, NumericProfile, build_grid, fine_counts_sorted,
+                                   fine_index)
 from ambidex.errors import DataError
 
 __all__ = ["LEVEL_CAP", "OTHER", "MISSING", "NUMERIC_TYPES", "ColumnProfile", "numeric_values",
@@ -94,6 +95,27 @@ def _numeric(x: np.ndarray, grid: NumericGrid) -> NumericProfile:
                           float(v.min()) if v.size else None, float(v.max()) if v.size else None, _median(v))
 
 
+def _numeric_first(x: np.ndarray, name: str) -> tuple[NumericProfile, NumericGrid]:
+    """A column's first finite values: one sort gives the grid frozen from them, the counts on it,
+    the median, min and max (the sums stay in source order, as ``_numeric``)."""
+    ok = np.isfinite(x)
+    v = x[ok] if not ok.all() else x
+    r = np.sort(v)
+    grid = build_grid(r, feature=name, finite_sorted=True)
+    counts = {i: int(c) for i, c in enumerate(fine_counts_sorted(grid, r).tolist()) if c}
+    n_missing = int(x.size - v.size)
+    if n_missing:
+        counts = {-1: n_missing, **counts}
+    n = r.size
+    h = (n - 1) * 0.5
+    lo = int(np.floor(h))
+    hi = min(lo + 1, n - 1)
+    med = float(r[lo] + (h - lo) * (r[hi] - r[lo]))
+    prof = NumericProfile(counts, int(x.size), n_missing, float(v.sum()), float(np.dot(v, v)),
+                          float(r[0]), float(r[-1]), med)
+    return prof, grid
+
+
 def _categorical(arr: pa.ChunkedArray, ctype: str, column: str) -> tuple[CategoricalProfile, int]:
     if ctype == "boolean":
         arr = pc.if_else(arr, "true", "false")
@@ -124,9 +146,10 @@ def profile_column(name: str, arr: pa.ChunkedArray, ctype: str, grid: NumericGri
         prof, n_missing = _categorical(arr, ctype, name)
         return ColumnProfile(name, ctype, "categorical", len(arr), n_missing, prof), None
     x = numeric_values(arr, ctype)
-    new = None
     if grid is None and np.isfinite(x).any():
-        grid = new = build_grid(x, feature=name)
+        prof, new = _numeric_first(x, name)
+        return ColumnProfile(name, ctype, "numeric", prof.n, prof.n_missing, prof), new
+    new = None
     if grid is None:  # no finite value yet: only missing counts until a later version freezes the grid
         n_missing = int(x.size - np.isfinite(x).sum())
         prof = NumericProfile({-1: n_missing} if n_missing else {}, int(x.size), n_missing, 0.0, 0.0, None, None, None)
