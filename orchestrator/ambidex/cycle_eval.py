@@ -109,26 +109,37 @@ def train_candidates(svc, state: WindowState, prefix: str, window) -> dict:
     from .cycle import steps_of
 
     done = steps_of(svc.engine, svc.name, state.start)
+    todo = [c for c in svc.cycle.candidates if f"{prefix}.{c.name}" not in done]
+
+    def one(cand):
+        started, t0 = _utcnow(), time.perf_counter()
+        try:
+            summary = svc.run_stages([cand], window)
+        except AmbidexError as e:
+            return {"candidate": cand.name, "code": e.code, "message": e.message[:600]}, None
+        m = summary.models[0]
+        detail = {"candidate": cand.name, "model": m["name"], "version": m["version"], "language": m["language"],
+                  "run_id": summary.run_id, "train_window": [window[0], window[1]]}
+        ensure_reference(svc, model_ref(svc, detail))
+        with svc.engine.begin() as conn:
+            record_step(conn, svc.name, state.start, f"{prefix}.{cand.name}", started, time.perf_counter() - t0,
+                        detail, _utcnow())
+        return None, json.loads(dumps(detail))
+
+    # candidates are independent runs (each its own process): two at a time, as scoring does
+    with ThreadPoolExecutor(max_workers=min(2, len(todo) or 1)) as pool:
+        results = dict(zip([c.name for c in todo], pool.map(one, todo)))
     versions, failures = [], []
     for cand in svc.cycle.candidates:
         key = f"{prefix}.{cand.name}"
         if key in done:
             versions.append(done[key]["detail"])
             continue
-        started, t0 = _utcnow(), time.perf_counter()
-        try:
-            summary = svc.run_stages([cand], window)
-        except AmbidexError as e:
-            failures.append({"candidate": cand.name, "code": e.code, "message": e.message[:600]})
-            continue
-        m = summary.models[0]
-        detail = {"candidate": cand.name, "model": m["name"], "version": m["version"], "language": m["language"],
-                  "run_id": summary.run_id, "train_window": [window[0], window[1]]}
-        ensure_reference(svc, model_ref(svc, detail))
-        with svc.engine.begin() as conn:
-            record_step(conn, svc.name, state.start, key, started, time.perf_counter() - t0,
-                        detail, _utcnow())
-        versions.append(json.loads(dumps(detail)))
+        failure, detail = results[cand.name]
+        if failure is not None:
+            failures.append(failure)
+        else:
+            versions.append(detail)
     if not versions:
         live = svc.live()
         serving = (f"The champion {live.champion.label} keeps serving (revision {live.revision}); nothing was "
@@ -153,11 +164,100 @@ def _holdout(svc, state: WindowState, hold):
     return csv, {key_text(k): label_text(y) for k, y in zip(lab[key].tolist(), lab[target].tolist())}
 
 
+# An R script scoring several R model folders on one typed table in ONE R process (Rscript and the
+# package load once, not once per model). Each model's scores go to a little-endian float64 file, in
+# input row order; ambidex::predict_model conforms the input to each model's signature and
+# load_model_payload checks the model's files against its manifest before anything is deserialised.
+_R_SCORE = r"""
+args <- commandArgs(trailingOnly = TRUE)
+df <- ambidex::read_typed_table(args[1])
+folders <- args[-(1:2)]
+for (i in seq_along(folders)) {
+  p <- ambidex::predict_model(folders[i], df)
+  con <- file(file.path(args[2], paste0(i, ".f8")), "wb")
+  writeBin(as.double(p$score), con, endian = "little")
+  close(con)
+}
+"""
+
+
+def _in_process(ref) -> bool:
+    rt = ref.manifest.get("runtime") or {}
+    return rt.get("language") == "python" and rt.get("predict") == "ambidex_stage.builtins"
+
+
+def _score_r_models(svc, folders: list, csv, work) -> list:
+    """Scores (float64 arrays, input row order) of every R model folder, in one Rscript process."""
+    import os
+    import subprocess
+
+    from .errors import StageError
+    from .runners import r_library
+
+    r = getattr(svc.ws.settings, "r", None)
+    libs = [str(svc.ws.root / x) for x in (getattr(r, "libs", None) or [])] + [str(r_library())]
+    env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", LANGUAGE="en")
+    env["R_LIBS"] = os.pathsep.join(libs + ([env["R_LIBS"]] if env.get("R_LIBS") else []))
+    script = work / "score_r.R"
+    script.write_text(_R_SCORE, encoding="utf-8")
+    rscript = getattr(r, "rscript", None) or "Rscript"
+    p = subprocess.run([rscript, "--vanilla", str(script), str(csv), str(work), *map(str, folders)],
+                       capture_output=True, text=True, env=env, cwd=svc.ws.root)
+    if p.returncode:
+        raise StageError(f"Scoring the R contestants on the hold-out failed (exit {p.returncode}): "
+                         f"{p.stderr.strip()[-1500:]}", code="stage.crashed",
+                         hint="Score one of them alone with 'ambidex models score' to see the full error.")
+    return [np.fromfile(work / f"{i}.f8", dtype="<f8") for i in range(1, len(folders) + 1)]
+
+
+def _score_contestants(svc, contestants: list, csv, work, key: str) -> tuple[list, dict]:
+    """(input keys as text, {label: scores in input row order}). Every model file is hash-checked first
+    (registry.model_path). Python built-in models are scored in this process on the table read once;
+    every R model in one Rscript process (run beside the Python scoring); any other model in its own
+    runtime process, as deployed."""
+    from ambidex_stage.builtins import predict
+    from ambidex_stage.tables import read_table
+
+    folders = {ref.label: svc.reg.model_path(svc.reg.get_model_version(ref.name, ref.version))
+               for ref in contestants}
+    r_refs = [ref for ref in contestants if (ref.manifest.get("runtime") or {}).get("language") == "r"]
+    py_refs = [ref for ref in contestants if _in_process(ref)]
+    other = [ref for ref in contestants if ref not in r_refs and ref not in py_refs]
+    scores: dict = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        r_job = pool.submit(_score_r_models, svc, [folders[x.label] for x in r_refs], csv, work) if r_refs else None
+
+        def launched(ref):
+            out = work / f"{ref.name}_{ref.version}.csv"
+            svc.launch(folders[ref.label], csv, out, [key])
+            pred = read_table(out)
+            return ref.label, [key_text(k) for k in pred[key].tolist()], pred["score"].to_numpy(dtype=np.float64)
+
+        other_jobs = [pool.submit(launched, ref) for ref in other]
+        df = read_table(csv)
+        keys = [key_text(k) for k in df[key].tolist()]
+        for ref in py_refs:
+            scores[ref.label] = predict(folders[ref.label], df)["score"].to_numpy(dtype=np.float64)
+        del df
+        if r_job is not None:
+            scores.update(zip([x.label for x in r_refs], r_job.result()))
+        for job in other_jobs:
+            label, k, s = job.result()
+            if k != keys:
+                raise CycleError(f"{label} returned its hold-out predictions for other rows than its input.",
+                                 code="contract.invalid_table",
+                                 hint="A model must return exactly one row per input row, in input order.")
+            scores[label] = s
+    for label, s in scores.items():
+        if len(s) != len(keys):
+            raise CycleError(f"{label} returned {len(s)} hold-out predictions for {len(keys)} rows.",
+                             code="contract.invalid_table", hint="A model must return exactly one row per input row.")
+    return keys, {ref.label: scores[ref.label] for ref in contestants}
+
+
 def evaluate(svc, state: WindowState, hold, refs: list, *, champion) -> dict:
     """Score ``refs`` (and the champion) on the hold-out rows, each in its own runtime; per-row losses,
     KPIs, the paired test against the champion (when there is one) and the decision."""
-    from ambidex_stage.tables import read_table
-
     from . import kpi as K
     from .monitor_kpi import _row_loss, _targets
 
@@ -171,47 +271,46 @@ def evaluate(svc, state: WindowState, hold, refs: list, *, champion) -> dict:
                          hint="Check cycle.label_delay and that the label column is filled for that window.")
     work = svc.work_dir(state) / "eval"
     work.mkdir(exist_ok=True)
-
-    def score(ref):
-        mv = svc.reg.get_model_version(ref.name, ref.version)
-        out = work / f"{ref.name}_{ref.version}.csv"
-        svc.launch(svc.reg.model_path(mv), csv, out, [key])  # model_path verifies every file's hash
-        return ref, out
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        scored = list(pool.map(score, contestants))
-    losses, models = {}, {}
-    for ref, out in scored:
-        pred = read_table(out)
-        keys = [key_text(k) for k in pred[key].tolist()]
-        y = _targets(ref, [labels.get(k) for k in keys])
-        s = pred["score"].to_numpy(dtype=np.float64)
+    keys, scored = _score_contestants(svc, contestants, csv, work, key)
+    karr = np.asarray(keys, dtype=object)
+    lab = [labels.get(k) for k in keys]
+    by_label = {ref.label: ref for ref in contestants}
+    per_model, models = {}, {}
+    common_mask = np.ones(len(keys), dtype=bool)
+    for label, s in scored.items():
+        ref = by_label[label]
+        y = _targets(ref, lab)
         ok = ~np.isnan(y) & np.isfinite(s)
-        loss = _row_loss(ref, y[ok], s[ok])
-        losses[ref.label] = dict(zip(np.asarray(keys)[ok].tolist(), loss.tolist()))
+        loss = np.full(len(keys), np.nan)
+        loss[ok] = _row_loss(ref, y[ok], s[ok])
+        per_model[label] = loss
+        common_mask &= ok
         try:
             k = K.measure_kpi(metric, y[ok], s[ok])
             kp = {"value": k.value, "se": k.se, "n": k.n}
         except AmbidexError:
             kp = None
-        models[ref.label] = {"mean_loss": float(loss.mean()) if loss.size else None, "kpi": kp,
-                             "language": ref.manifest.get("runtime", {}).get("language")}
-    common = sorted(set.intersection(*[set(v) for v in losses.values()]))
-    if not common:
+        models[label] = {"mean_loss": None, "kpi": kp, "language": ref.manifest.get("runtime", {}).get("language")}
+    # the rows every contestant scored with a label, each key once, in key order (as the paired test reads them)
+    idx = np.flatnonzero(common_mask)
+    _, first = np.unique(karr[idx][::-1], return_index=True)  # the last row of a repeated key, like a dict
+    idx = idx[::-1][first]  # np.unique sorts by key
+    if not idx.size:
         raise CycleError(f"{len(labels)} label(s) of the hold-out window {hold[0]:%Y-%m-%d}/{hold[1]:%Y-%m-%d} (mart "
                          f"'{svc.cycle.labels or svc.cycle.mart}', key '{key}', e.g. {next(iter(labels))!r}) match no "
                          f"row of mart '{svc.cycle.mart}', so no model can be evaluated; nothing was deployed.",
                          code="data.labels_unmatched",
                          hint=f"Check that the label table's '{key}' values are the scored rows' keys.")
-    for lab, d in losses.items():
-        models[lab]["mean_loss"] = float(np.mean([d[k] for k in common])) if common else None
-    out = {"holdout": [hold[0], hold[1]], "n": len(common), "metric": metric, "models": models,
+    losses = {label: loss[idx] for label, loss in per_model.items()}
+    for label, v in losses.items():
+        models[label]["mean_loss"] = float(np.mean(v))
+    out = {"holdout": [hold[0], hold[1]], "n": int(idx.size), "metric": metric, "models": models,
            "loss": "log_loss" if contestants[0].manifest.get("task") != "regression" else "squared_error"}
     if champion is None:
         out["best"] = min(models, key=lambda m: (models[m]["mean_loss"], m))
         return out
-    chall = {lab: [losses[lab][k] for k in common] for lab in losses if lab != champion.label}
-    dec = K.decide_promotion([losses[champion.label][k] for k in common], chall,
+    chall = {label: v.tolist() for label, v in losses.items() if label != champion.label}
+    dec = K.decide_promotion(losses[champion.label].tolist(), chall,
                              z_min=svc.cycle.promotion.z_min, min_gain=svc.cycle.promotion.min_gain)
     out.update(champion=champion.label, promote=dec.promote, winner=dec.winner, best=dec.best_challenger,
                reason=dec.reason, tests={lab: {"z": t.z, "gain": t.relative_gain, "mean_diff": t.mean_diff, "n": t.n}

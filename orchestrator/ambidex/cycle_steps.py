@@ -279,20 +279,19 @@ def _scores_of_window(svc: Services, state: WindowState) -> dict:
     """Every scored window: the score distribution of each live model is profiled (prediction drift,
     checked in the drift step) and, while labels are late, its KPIs are estimated label-free (CBPE for
     classifiers, DLE-lite for regressors), stored with is_estimated = 1: they can warn, never promote."""
-    from .capture import predictions_with_labels
+    from .capture_columns import captured_columns
     from .errors import DataError
     from .monitor import resolve_model
     from .monitor_kpi import estimate_window
     from .monitor_store import profile_scores
 
-    scores: dict[tuple[str, int], list] = {}
-    for r in predictions_with_labels(svc.engine, svc.deployment, state.start):
-        scores.setdefault((r["model"], r["version"]), []).append(r["score"])
     out = {}
-    for (name, version), vals in scores.items():
+    for (name, version), cols in captured_columns(svc.engine, svc.deployment, state.start, ("score",)).items():
         ref = resolve_model(svc.engine, f"{name}:{version}")
-        finite = [v for v in vals if v is not None]
-        if not finite:
+        s = cols["score"]
+        finite = s[~np.isnan(s)]
+        del cols
+        if not finite.size:
             continue
         profile_scores(svc.engine, ref, (state.start, state.end), finite, run_id=state.run_id)
         try:
@@ -303,32 +302,35 @@ def _scores_of_window(svc: Services, state: WindowState) -> dict:
     return out
 
 
-def _fit_label_free_once(svc: Services, window) -> None:
+def _fit_label_free_once(svc: Services, window, data: dict) -> None:
     """The label-free reference of each captured model, fitted once from its first labelled window."""
     import sqlalchemy as sa
 
     from . import monitortables as M
     from .monitor import resolve_model
-    from .monitor_kpi import _targets, fit_label_free, labelled_from_capture
+    from .monitor_kpi import _scores, _targets, fit_label_free
 
-    for (name, version), d in labelled_from_capture(svc.engine, svc.deployment, window).items():
+    for (name, version), d in data.items():
         ref = resolve_model(svc.engine, f"{name}:{version}")
         with svc.engine.connect() as conn:
             if conn.execute(sa.select(M.monitor_calibration.c.model_version_id)
                             .where(M.monitor_calibration.c.model_version_id == ref.id)).first():
                 continue
         y = _targets(ref, d["label"])
-        s = np.array([np.nan if v is None else v for v in d["score"]], dtype=np.float64)
+        s = _scores(d["score"])
         ok = np.isfinite(y) & np.isfinite(s)
         if ok.sum() >= 30:
             fit_label_free(svc.engine, ref, s[ok], y[ok])
 
 
 def step_labels(svc: Services, state: WindowState) -> dict:
-    """Join the labels now known (window T - label_delay) to its captured predictions; KPIs with SEs per model."""
-    from .capture import predictions_with_labels, record_labels
+    """Join the labels now known (window T - label_delay) to its captured predictions; KPIs with SEs per model.
+    Set-based: the labels go in with one column-wise insert, the match with the captures is counted in SQL
+    (in the same transaction, so labels that match nothing are never stored), and the labelled predictions
+    come back column-wise per model."""
+    from .capture_columns import record_label_columns
     from .featurestore import Window, read_window
-    from .monitor_kpi import record_captured
+    from .monitor_kpi import labelled_from_capture, record_captured
 
     k = state.index - svc.cycle.label_delay
     if k < 0:
@@ -337,23 +339,54 @@ def step_labels(svc: Services, state: WindowState) -> dict:
     key, target = svc.pipeline.deploy.entity_key, svc.cycle.target
     lab = read_window(svc.fs, svc.cycle.labels or svc.cycle.mart, Window(*lw), columns=[key, target])
     lab = lab[lab[target].notna()]
-    keys = [E.key_text(v) for v in lab[key].tolist()]
-    captured = {r["entity_key"] for r in predictions_with_labels(svc.engine, svc.deployment, lw[0])}
-    matched = sum(1 for x in keys if x in captured)
-    if keys and not matched:
-        raise CycleError(f"{len(keys)} label(s) of window {lw[0]:%Y-%m-%d}/{lw[1]:%Y-%m-%d} (mart "
-                         f"'{svc.cycle.labels or svc.cycle.mart}', key '{key}', e.g. {keys[0]!r}) match no captured "
-                         f"prediction of deployment '{svc.deployment}' ({len(captured)} captured); no label was "
-                         "recorded.", code="data.labels_unmatched",
-                         hint=f"Check that the label table's '{key}' values are the deployment's entity keys, "
-                              "then run again; the window resumes at this step.")
-    record_labels(svc.engine, svc.pipeline.deploy.source or svc.cycle.mart,
-                  [{"entity_key": x, "window_start": lw[0], "window_end": lw[1], "label": E.label_text(y)}
-                   for x, y in zip(keys, lab[target].tolist())])
-    kpis = record_captured(svc.engine, svc.deployment, lw, run_id=state.run_id)
-    _fit_label_free_once(svc, lw)
-    return {"window": [lw[0], lw[1]], "labels": len(keys), "matched": matched, "unmatched": len(keys) - matched,
+    keys = _key_texts(lab[key])
+    labels = _label_texts(lab[target])
+    del lab
+    source = svc.pipeline.deploy.source or svc.cycle.mart
+
+    def check(n: int, matched: int) -> None:
+        if n and not matched:
+            raise CycleError(f"{n} label(s) of window {lw[0]:%Y-%m-%d}/{lw[1]:%Y-%m-%d} (mart "
+                             f"'{svc.cycle.labels or svc.cycle.mart}', key '{key}', e.g. {keys[0]!r}) match no "
+                             f"captured prediction of deployment '{svc.deployment}'; no label was "
+                             "recorded.", code="data.labels_unmatched",
+                             hint=f"Check that the label table's '{key}' values are the deployment's entity keys, "
+                                  "then run again; the window resumes at this step.")
+
+    n, matched = record_label_columns(svc.engine, source, lw, keys, labels, deployment=svc.deployment, check=check)
+    del keys, labels
+    data = labelled_from_capture(svc.engine, svc.deployment, lw, ("label", "score"))
+    kpis = record_captured(svc.engine, svc.deployment, lw, run_id=state.run_id, data=data)
+    _fit_label_free_once(svc, lw, data)
+    del data
+    return {"window": [lw[0], lw[1]], "labels": n, "matched": matched, "unmatched": n - matched,
             "kpis": {m: {x.metric: {"value": x.value, "se": x.se, "n": x.n} for x in ks} for m, ks in kpis.items()}}
+
+
+def _key_texts(col) -> list[str]:
+    """Entity keys as captured (text; integral floats lose their '.0'), vectorised for the common dtypes."""
+    import pandas as pd
+
+    if pd.api.types.is_integer_dtype(col.dtype) and not col.isna().any():
+        return col.astype("int64").astype(str).tolist()
+    if pd.api.types.is_string_dtype(col.dtype) or pd.api.types.is_object_dtype(col.dtype):
+        vals = col.tolist()
+        if all(type(v) is str for v in vals):
+            return vals
+        return [E.key_text(v) for v in vals]
+    return [E.key_text(v) for v in col.tolist()]
+
+
+def _label_texts(col) -> list:
+    """Labels as stored (text, None when missing), vectorised."""
+    import pandas as pd
+
+    miss = col.isna().to_numpy()
+    if pd.api.types.is_float_dtype(col.dtype):
+        return [E.label_text(v) for v in col.tolist()]  # str(1.0) == '1.0', as before
+    txt = col.astype(str).to_numpy(dtype=object)
+    txt[miss] = None
+    return txt.tolist()
 
 
 def step_drift(svc: Services, state: WindowState) -> dict:

@@ -231,40 +231,50 @@ def estimate_window(engine: sa.Engine, model: ModelRef, window, scores, *, thres
     return kpis
 
 
-def labelled_from_capture(engine: sa.Engine, deployment: str, window) -> dict[tuple[str, int], dict]:
-    """Captured predictions of one window with their labels, per (model, version): y, score, prediction, key."""
-    from .capture import predictions_with_labels
+def labelled_from_capture(engine: sa.Engine, deployment: str, window,
+                          columns=("entity_key", "label", "score", "prediction")) -> dict[tuple[str, int], dict]:
+    """Captured predictions of one window with their labels, per (model, version): ``{column: numpy array}``
+    (entity_key, label, prediction as object arrays, score as float64 with NaN), fetched column-wise."""
+    from .capture_columns import captured_columns
 
     start, _ = parse_window_arg(window)
-    out: dict[tuple[str, int], dict] = {}
-    for r in predictions_with_labels(engine, deployment, start):
-        d = out.setdefault((r["model"], r["version"]), {"entity_key": [], "label": [], "score": [], "prediction": []})
-        for k in d:
-            d[k].append(r[k])
-    return out
+    return captured_columns(engine, deployment, start, tuple(columns))
 
 
 def _targets(model: ModelRef, labels: Sequence) -> np.ndarray:
+    """Labels as numbers: 1/0 for the positive class of a binary classifier, floats for a regressor; NaN if missing."""
+    lab = np.asarray(labels, dtype=object)
+    missing = np.equal(lab, None)
     if model.manifest.get("task") == "binary_classification":
         pos = str((model.manifest.get("target") or {}).get("positive"))
-        return np.array([np.nan if v is None else float(str(v) == pos) for v in labels])
-    return np.array([np.nan if v is None else float(v) for v in labels])
+        y = (lab.astype(str) == pos).astype(np.float64) if lab.size else np.zeros(0)
+    else:
+        y = np.where(missing, np.nan, lab).astype(np.float64) if lab.size else np.zeros(0)
+    y[missing] = np.nan
+    return y
+
+
+def _scores(values) -> np.ndarray:
+    """Scores as float64 (None -> NaN)."""
+    return np.asarray(values, dtype=np.float64)
 
 
 def record_captured(engine: sa.Engine, deployment: str, window, *, run_id: str | None = None,
-                    clock: Callable[[], dt.datetime] = _utcnow) -> dict[str, list[K.Kpi]]:
-    """For every model version captured in the window: prediction-drift profile, and KPIs on the labelled rows."""
+                    clock: Callable[[], dt.datetime] = _utcnow, data: dict | None = None) -> dict[str, list[K.Kpi]]:
+    """For every model version captured in the window: prediction-drift profile, and KPIs on the labelled rows.
+    ``data`` is :func:`labelled_from_capture`'s result when the caller already has it."""
     from .monitor import resolve_model
     from .monitor_store import profile_scores
 
     out = {}
-    for (name, version), d in labelled_from_capture(engine, deployment, window).items():
+    if data is None:
+        data = labelled_from_capture(engine, deployment, window, ("label", "score"))
+    for (name, version), d in data.items():
         model = resolve_model(engine, f"{name}:{version}")
-        profile_scores(engine, model, window, d["score"], run_id=run_id, clock=clock)
+        pred = _scores(d["score"])
+        profile_scores(engine, model, window, pred, run_id=run_id, clock=clock)
         y = _targets(model, d["label"])
-        has = ~np.isnan(y)
-        pred = np.array([np.nan if v is None else v for v in d["score"]], dtype=np.float64)
-        has &= np.isfinite(pred)
+        has = ~np.isnan(y) & np.isfinite(pred)
         out[model.label] = record_kpis(engine, model, window, y[has], pred[has], run_id=run_id, clock=clock) \
             if has.any() else []
     return out
@@ -298,7 +308,7 @@ def decide_promotion_from_capture(engine: sa.Engine, deployment: str, window, ch
             raise DataError(f"No captured predictions of {model.label} in that window.", code="data.no_rows",
                             hint="Deploy it as a shadow so it scores the same rows.")
         y = _targets(model, d["label"])
-        s = np.array([np.nan if v is None else v for v in d["score"]], dtype=np.float64)
+        s = _scores(d["score"])
         ok = ~np.isnan(y) & np.isfinite(s)
         return dict(zip(np.asarray(d["entity_key"])[ok].tolist(), _row_loss(model, y[ok], s[ok]).tolist()))
 
