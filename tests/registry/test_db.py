@@ -230,3 +230,19 @@ def test_utc_datetime_refuses_naive_and_round_trips_aware(engine):
     with engine.connect() as c:
         got = c.execute(sa.select(T.models.c.created_at)).scalar()
     assert got == dt.datetime(2024, 1, 1, 12, 0, 0, 123456, dt.timezone.utc) and got.tzinfo == dt.timezone.utc
+
+
+def test_up_to_date_database_is_checked_by_one_select_without_alembic(tmp_path):
+    """Every command opens the registry: at the newest revision that costs one SELECT, no alembic import."""
+    import subprocess
+    import sys
+
+    from ambidex.db import _file_head
+
+    assert _file_head() == head_revision()
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    migrate(connect(url))
+    code = (f"import sys; from ambidex.db import connect, migrate; print(migrate(connect({url!r})), "
+            "'alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [head_revision(), "False"]
