@@ -17,7 +17,7 @@ from .errors import ContractError
 from .runners import StageLaunch, run_stage
 from .workspace import Workspace
 
-__all__ = ["score_folder", "score_model"]
+__all__ = ["score_folder", "score_model", "parts_dir"]
 
 
 def score_folder(ws: Workspace, model_dir: Path, input_csv: Path, output_csv: Path, *,
@@ -28,6 +28,18 @@ def score_folder(ws: Workspace, model_dir: Path, input_csv: Path, output_csv: Pa
     return score_model(model_dir, input_csv, output_csv, project_root=ws.root,
                        work_dir=ws.state_dir / "scoring", keep=keep, timeout=timeout,
                        rscript=(r_settings.rscript if r_settings else "Rscript"), runner=runner)
+
+
+def parts_dir(output_csv: Path) -> Path:
+    """Where a streaming score stage hands on its predictions chunk by chunk: ``<output>.parts/``.
+
+    A caller that wants the predictions while the model is still scoring (capture overlapping the
+    scoring process) creates this folder before it calls :func:`score_model`; a stage that streams
+    (the Python built-in) then writes ``part-000000.csv``, ``part-000001.csv``, ... there, each
+    appearing by rename when complete; a stage that does not (R) leaves it empty, and only the
+    output file counts. The caller removes the folder when done."""
+    output_csv = Path(output_csv)
+    return output_csv.with_name(output_csv.stem + ".parts")
 
 
 def score_model(model_dir: Path, input_csv: Path, output_csv: Path, *, project_root: Path, work_dir: Path,
@@ -52,6 +64,8 @@ def score_model(model_dir: Path, input_csv: Path, output_csv: Path, *, project_r
     params: dict = {"keep": list(keep or [])}
     if chunk_size:
         params["chunk_size"] = int(chunk_size)
+    if parts_dir(output_csv).is_dir():
+        params["parts_dir"] = str(parts_dir(output_csv).resolve())
     context = {
         "contract_version": 1, "run_id": run_id, "pipeline": "deploy-score", "stage": "score",
         "lang": lang, "project_root": str(project_root), "output_dir": str(out_dir), "params": params,

@@ -307,6 +307,11 @@ def score(ctx) -> None:
     thread parses the next chunk while this one is predicted) and each chunk's predictions are
     appended to the output as they are made, so memory stays flat as the table grows. The output
     appears (atomically) only when every row is scored.
+
+    With ``params.parts_dir`` (set by the orchestrator when it captures while the model scores), each
+    chunk's predictions are also handed on as they are made: ``part-000000.csv``, ``part-000001.csv``,
+    ... in that folder, each a complete CSV with the output's header, appearing (by rename) only
+    when written. Together they hold exactly the output's rows, in order.
     """
     import pandas as pd
 
@@ -341,13 +346,33 @@ def score(ctx) -> None:
             state["rows"] += len(df)
             yield pd.DataFrame(out)
 
+    parts = ctx.params.get("parts_dir")
     write_table_chunks(predictions(), ctx.output_path(_single_output(ctx, "table", "predictions")),
-                       {"contract_version": 1, "row_count": 0, "columns": cols})
+                       {"contract_version": 1, "row_count": 0, "columns": cols},
+                       on_chunk=_part_writer(Path(parts)) if parts else None)
     extras = state["extras"] or []
     ctx.log_metric("n_rows", state["rows"])
     ctx.log_metric("extra_columns", len(extras))
     if extras:
         ctx.log_param("extra_columns", extras)
+
+
+def _part_writer(folder: Path):
+    """``on_chunk`` for :func:`write_table_chunks`: chunk i -> ``folder/part-<i:06d>.csv``, renamed into place
+    when complete (no fsync: a part only lives while the orchestrator reads it)."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    count = [0]
+
+    def write(data: bytes, rows: int) -> None:
+        name = f"part-{count[0]:06d}.csv"
+        tmp = folder / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, folder / name)
+        count[0] += 1
+    return write
 
 
 def _now_utc() -> str:

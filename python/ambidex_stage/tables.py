@@ -23,6 +23,7 @@ reserved for scoring against a signature). Missing in a ``nullable: false`` colu
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -194,13 +195,15 @@ def _write_rows(f, canon: dict, cols, n: int) -> None:
         f.write(_body_bytes(lines))
 
 
-def write_table_chunks(frames, csv_path, schema: dict) -> dict:
+def write_table_chunks(frames, csv_path, schema: dict, on_chunk=None) -> dict:
     """Write an iterable of DataFrames as one typed table ``csv_path`` plus sidecar; returns the schema.
 
     The streaming counterpart of :func:`write_table`: every frame is matched to ``schema`` by column
     name and converted as ``write_table`` does, and appended as it arrives, so memory holds one
     frame. The CSV goes to a temporary name and is moved into place (then the sidecar, with the
     final ``row_count``) only after the last frame: if the iterable raises, nothing is published.
+    ``on_chunk(csv_bytes, rows)``, if given, receives each frame as a complete CSV of its own (the
+    header, then exactly the records appended to ``csv_path``), e.g. to hand it on before the end.
 
     >>> import pandas as pd, tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
@@ -213,8 +216,9 @@ def write_table_chunks(frames, csv_path, schema: dict) -> dict:
     _check_schema(schema, "(schema given to write_table_chunks)")
     cols = schema["columns"]
     n = 0
+    header = _header_bytes(cols)
     with atomic_open(path) as f:
-        f.write(_header_bytes(cols))
+        f.write(header)
         for df in frames:
             df = df.set_axis([str(c) for c in df.columns], axis=1)
             df, extras = coerce_to_signature(df, cols)
@@ -222,7 +226,15 @@ def write_table_chunks(frames, csv_path, schema: dict) -> dict:
                 raise ContractError(f"write_table_chunks: a frame has columns {extras} that the schema does "
                                     "not declare.", code="contract.invalid_table",
                                     hint="Drop them or add them to the schema.")
-            _write_rows(f, {c["name"]: df[c["name"]] for c in cols}, cols, len(df))
+            if on_chunk is None:
+                _write_rows(f, {c["name"]: df[c["name"]] for c in cols}, cols, len(df))
+            else:
+                buf = io.BytesIO()
+                buf.write(header)
+                _write_rows(buf, {c["name"]: df[c["name"]] for c in cols}, cols, len(df))
+                data = buf.getvalue()
+                f.write(memoryview(data)[len(header):])
+                on_chunk(data, len(df))
             n += len(df)
     schema["row_count"] = n
     _atomic_write_bytes(sidecar_path(path), (json.dumps(schema, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -109,6 +109,24 @@ def test_write_table_chunks_writes_write_tables_bytes(tmp_path):
     assert json.loads(sidecar_path(tmp_path / "parts.csv").read_text()) == schema
 
 
+def test_write_table_chunks_hands_each_chunk_on_as_a_table_of_its_own(tmp_path):
+    df = mixed_frame(300)
+    write_table(df, tmp_path / "whole.csv")
+    schema = json.loads(sidecar_path(tmp_path / "whole.csv").read_text())
+    got = []
+    write_table_chunks((df.iloc[lo:lo + 128] for lo in range(0, len(df), 128)), tmp_path / "o.csv", schema,
+                       on_chunk=lambda data, rows: got.append((data, rows)))
+    assert [rows for _, rows in got] == [128, 128, 44]
+    header, *_ = (tmp_path / "o.csv").read_bytes().partition(b"\n")
+    assert all(data.startswith(header + b"\n") for data, _ in got)
+    assert header + b"\n" + b"".join(d[len(header) + 1:] for d, _ in got) == (tmp_path / "o.csv").read_bytes()
+    for i, (data, rows) in enumerate(got):  # each chunk reads back as the rows it holds
+        (tmp_path / f"c{i}.csv").write_bytes(data)
+        part = read_table(tmp_path / f"c{i}.csv", {**schema, "row_count": rows})
+        pd.testing.assert_frame_equal(part, read_table(tmp_path / "whole.csv").iloc[i * 128:i * 128 + rows]
+                                      .reset_index(drop=True))
+
+
 def test_write_table_chunks_publishes_nothing_when_the_stream_fails(tmp_path):
     schema = {"contract_version": 1, "row_count": 0, "columns": [{"name": "x", "type": "integer", "nullable": False}]}
 

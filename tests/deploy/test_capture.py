@@ -10,7 +10,7 @@ from ambidex import deploytables as T
 from ambidex.capture import Scorer, parse_window, predictions_with_labels, record_labels
 from ambidex.deploy import Deployments, Member, assign_rows
 from ambidex.errors import DataError, UsageError
-from ambidex.scoring import score_model
+from ambidex.scoring import parts_dir, score_model
 
 from .conftest import churn_frame, events_of, register
 
@@ -70,7 +70,8 @@ def test_crash_mid_capture_then_resume_gives_exactly_one_set(engine, store, py_m
     register(engine, store, py_model_dir, "churn")
     inp = write_input(tmp_path / "in.csv")
 
-    def broken(model_dir, i, out, keep):  # a truncated predictions file: the capture dies in chunk 3
+    def broken(model_dir, i, out, keep):  # a corrupt predictions file: the capture dies in chunk 3
+        parts_dir(out).rmdir()  # as a runtime that does not stream: the file is what counts
         res = score_model(model_dir, i, out, project_root=tmp_path, work_dir=tmp_path / "work", keep=keep)
         lines = out.read_text().splitlines()
         lines[2500] = lines[2500].rsplit(",", 1)[0] + ",not-a-number"
@@ -90,6 +91,42 @@ def test_crash_mid_capture_then_resume_gives_exactly_one_set(engine, store, py_m
     with engine.connect() as c:
         idx = c.execute(sa.select(T.predictions.c.row_index).order_by(T.predictions.c.row_index)).scalars().all()
     assert idx == list(range(3000))
+
+
+def test_streamed_chunks_are_captured_only_when_the_stage_succeeds(engine, store, py_model_dir, tmp_path, clock):
+    """The capture reads the chunks the stage hands on while it scores; a stage that then fails, or an output
+    file that is not what was streamed, leaves nothing captured and nothing published."""
+    register(engine, store, py_model_dir, "churn")
+    inp = write_input(tmp_path / "in.csv")
+    seen = []
+
+    def streaming(fail):
+        def launch(model_dir, i, out, keep):
+            res = score_model(model_dir, i, out, project_root=tmp_path, work_dir=tmp_path / "work", keep=keep,
+                              chunk_size=1000)
+            seen.append(sorted(p.name for p in parts_dir(out).iterdir()))
+            if fail == "crash":
+                raise RuntimeError("the stage died after its last chunk")
+            if fail == "truncate":
+                out.write_text("".join(out.read_text().splitlines(keepends=True)[:-1]))
+            return res
+        return launch
+
+    deps, _ = make_scorer(engine, store, tmp_path, clock)
+    deps.create("d", [Member("churn", 1)], entity_key="customer_id")
+    pub = tmp_path / "pub" / "20240601T000000Z_20240602T000000Z.csv"
+    with pytest.raises(RuntimeError):
+        make_scorer(engine, store, tmp_path, clock, launcher=streaming("crash"))[1].score("d", W1, inp)
+    assert seen[-1] == ["part-000000.csv", "part-000001.csv", "part-000002.csv"]
+    assert counts(engine) == [] and not pub.exists() and not list(pub.parent.glob(".*tmp*"))
+    with pytest.raises(DataError) as e:
+        make_scorer(engine, store, tmp_path, clock, launcher=streaming("truncate"))[1].score("d", W1, inp)
+    assert e.value.code == "contract.invalid_table" and "handed on while scoring" in e.value.message
+    assert counts(engine) == [] and not pub.exists()
+    rep = make_scorer(engine, store, tmp_path, clock, launcher=streaming(None))[1].score("d", W1, inp)
+    assert [m["status"] for m in rep.members] == ["captured"] and rep.rows == 3000
+    assert counts(engine) == [("champion", 3000, 3000)]
+    assert len(pub.read_text().splitlines()) == 3001
 
 
 def test_canary_rows_are_stable_across_windows(engine, store, py_model_dir, tmp_path, clock):
@@ -170,6 +207,7 @@ def test_capture_is_exact_and_idempotent_on_every_backend(any_engine, store, py_
     calls = {"n": 0}
 
     def flaky(model_dir, i, out, keep):  # the 2nd model's file loses its last row on the first run only
+        parts_dir(out).rmdir()  # as a runtime that does not stream
         res = score_model(model_dir, i, out, project_root=tmp_path, work_dir=tmp_path / "work", keep=keep)
         calls["n"] += 1
         if calls["n"] == 2:
