@@ -137,26 +137,56 @@ def read_window(engine: sa.Engine, name: str, window: Window | str | None = None
     window = parse_window(window)
     if str(name).endswith(".sql"):
         return read_transform(engine, name, window, params, run_id=run_id)
-    mart_row, spec, schema = _get_mart(engine, name)
-    cols = columns or list(schema["columns"])
-    with engine.connect() as conn:
-        stmt = _resolve_rows(conn, spec, schema, mart_row, window, version, as_of, cols)
-        order = [k for k in spec.key if k in cols] or ([spec.time_column] if spec.time_column in cols else [])
-        if order:  # a stable, canonical row order on every backend
-            stmt = stmt.order_by(*[sa.column(sa.sql.quoted_name(k, True)) for k in order])
-        result = conn.execute(stmt)
-        # the driver's tuples as they are: the selected types need no result processing (timestamps are
-        # parsed by _frame, booleans may come as 0/1), so SQLAlchemy's Row objects would only cost time
-        rows = result.cursor.fetchall() if result.cursor is not None else result.all()
-    values = list(zip(*rows)) if rows else [() for _ in range(len(cols) + 1)]
-    df = _frame(cols, values[:-1], schema, f"mart {name!r}")
-    dvs = sorted(set(values[-1]))
-    ids = _dv_ids(engine, name, dvs)
+    import pandas as pd
+
+    cols, frames, dvs = _mart_frames(engine, name, window, version, as_of, columns, chunk=None)
+    frames = list(frames)
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return _finish(engine, name, df, cols, _get_mart(engine, name)[2], dvs, run_id)
+
+
+def _finish(engine, name: str, df, cols: list[str], schema: dict, dvs: set, run_id: str | None):
+    ids = _dv_ids(engine, name, sorted(dvs))
     df.attrs["data_versions"] = ids
     df.attrs["schema"] = {"columns": {c: schema["columns"][c] for c in cols}}
     if run_id is not None and ids:
         record_inputs(engine, run_id, ids)
     return df
+
+
+def _mart_frames(engine: sa.Engine, name: str, window: Window | None, version: int | None, as_of: dt.datetime | None,
+                 columns: list[str] | None, *, chunk: int | None):
+    """``(columns, frames, data_version_numbers)``: the mart's rows valid at ``window`` in canonical order, as
+    DataFrames of ``chunk`` rows (one frame if None), made as they are iterated; the set of ``_dv`` values
+    read fills up meanwhile."""
+    mart_row, spec, schema = _get_mart(engine, name)
+    cols = columns or list(schema["columns"])
+    dvs: set = set()
+
+    def frames():
+        with engine.connect() as conn:
+            stmt = _resolve_rows(conn, spec, schema, mart_row, window, version, as_of, cols)
+            order = [k for k in spec.key if k in cols] or ([spec.time_column] if spec.time_column in cols else [])
+            if order:  # a stable, canonical row order on every backend
+                stmt = stmt.order_by(*[sa.column(sa.sql.quoted_name(k, True)) for k in order])
+            result = conn.execute(stmt)
+            # the driver's tuples as they are: the selected types need no result processing (timestamps are
+            # parsed by _frame, booleans may come as 0/1), so SQLAlchemy's Row objects would only cost time
+            cur = result.cursor
+            fetch = (cur.fetchall if chunk is None else lambda: cur.fetchmany(chunk)) if cur is not None \
+                else (result.all if chunk is None else lambda: result.fetchmany(chunk))
+            first = True
+            while True:
+                rows = fetch()
+                if not rows and not first:
+                    return
+                values = list(zip(*rows)) if rows else [() for _ in range(len(cols) + 1)]
+                dvs.update(values[-1])
+                yield _frame(cols, values[:-1], schema, f"mart {name!r}")
+                first = False
+                if chunk is None:
+                    return
+    return cols, frames(), dvs
 
 
 def read_transform(engine: sa.Engine, path: str | Path, window: Window | str | None, params: dict | None = None, *,
@@ -237,28 +267,83 @@ def _live_dv_ids(engine, marts: list[dict], window: Window | None) -> list[int]:
     return sorted(ids)
 
 
-def _schema_sidecar(df, schema: dict, key: list[str] = ()) -> dict:
+def _schema_sidecar(columns, schema: dict, key: list[str] = (), rows: int = 0) -> dict:
     cols = []
-    for c in df.columns:
+    for c in columns:
         e = schema["columns"][c]
         entry = {"name": c, "type": e["type"], "nullable": c not in key}
         if e["type"] == "category":
             entry["levels"] = list(e.get("levels") or [])
         cols.append(entry)
-    return {"contract_version": 1, "row_count": int(len(df)), "columns": cols}
+    return {"contract_version": 1, "row_count": int(rows), "columns": cols}
+
+
+_EXPORT_CHUNK = 25_000
 
 
 def export_window_for_r(engine: sa.Engine, name: str, window: Window | str | None, csv_path: str | Path, **kw) -> dict:
     """Write the rows of ``read_window(engine, name, window, **kw)`` as a typed CSV plus ``<name>.schema.json``.
 
-    Returns the schema sidecar (contract/SPEC.md section 3) with ``data_versions`` added.
+    Returns the schema sidecar (contract/SPEC.md section 3) with ``data_versions`` added. A mart's
+    rows stream from the database to the file in chunks (memory holds one chunk, and reading the
+    next chunk overlaps formatting this one); a transform's result is written whole.
     """
-    csv_path = Path(csv_path)
-    df = read_window(engine, name, window, **kw)
-    key = [] if str(name).endswith(".sql") else _get_mart(engine, name)[1].key
-    sidecar = _schema_sidecar(df, df.attrs["schema"], key)
-    from ambidex_stage.tables import write_table  # the contract's one Python writer
+    from ambidex_stage.tables import write_table, write_table_chunks  # the contract's one Python writer
 
+    csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    written = write_table(df, csv_path, schema=sidecar)
-    return {**written, "data_versions": df.attrs["data_versions"]}
+    window = parse_window(window)
+    if str(name).endswith(".sql"):
+        df = read_window(engine, name, window, **kw)
+        written = write_table(df, csv_path, schema=_schema_sidecar(df.columns, df.attrs["schema"], (), len(df)))
+        return {**written, "data_versions": df.attrs["data_versions"]}
+    run_id = kw.pop("run_id", None)
+    kw.pop("params", None)
+    _, spec, schema = _get_mart(engine, name)
+    cols, frames, dvs = _mart_frames(engine, name, window, kw.get("version"), kw.get("as_of"), kw.get("columns"),
+                                     chunk=_EXPORT_CHUNK)
+    written = write_table_chunks(_ahead(frames), csv_path, _schema_sidecar(cols, schema, spec.key))
+    ids = _dv_ids(engine, name, sorted(dvs))
+    if run_id is not None and ids:
+        record_inputs(engine, run_id, ids)
+    return {**written, "data_versions": ids}
+
+
+def _ahead(items):
+    """Iterate ``items`` with the next one made by a thread meanwhile; its exception is raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def produce():
+        try:
+            for it in items:
+                while True:
+                    if stop.is_set():
+                        getattr(items, "close", lambda: None)()  # ends the generator: its connection goes back
+                        return
+                    try:
+                        q.put((it, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            q.put((end, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put((None, e))
+
+    th = threading.Thread(target=produce, name="ambidex-export", daemon=True)
+    th.start()
+    try:
+        while True:
+            it, err = q.get()
+            if err is not None:
+                raise err
+            if it is end:
+                return
+            yield it
+    finally:
+        stop.set()
+        th.join()
