@@ -288,7 +288,7 @@ def export_window_for_r(engine: sa.Engine, name: str, window: Window | str | Non
     rows stream from the database to the file in chunks (memory holds one chunk, and reading the
     next chunk overlaps formatting this one); a transform's result is written whole.
     """
-    from ambidex_stage.tables import write_table, write_table_chunks  # the contract's one Python writer
+    from ambidex_stage.tables import prefetch, write_table, write_table_chunks  # the contract's one Python writer
 
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,48 +302,9 @@ def export_window_for_r(engine: sa.Engine, name: str, window: Window | str | Non
     _, spec, schema = _get_mart(engine, name)
     cols, frames, dvs = _mart_frames(engine, name, window, kw.get("version"), kw.get("as_of"), kw.get("columns"),
                                      chunk=_EXPORT_CHUNK)
-    written = write_table_chunks(_ahead(frames), csv_path, _schema_sidecar(cols, schema, spec.key))
+    written = write_table_chunks(prefetch(frames), csv_path, _schema_sidecar(cols, schema, spec.key))
     ids = _dv_ids(engine, name, sorted(dvs))
     if run_id is not None and ids:
         record_inputs(engine, run_id, ids)
     return {**written, "data_versions": ids}
 
-
-def _ahead(items):
-    """Iterate ``items`` with the next one made by a thread meanwhile; its exception is raised here."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    end = object()
-
-    def produce():
-        try:
-            for it in items:
-                while True:
-                    if stop.is_set():
-                        getattr(items, "close", lambda: None)()  # ends the generator: its connection goes back
-                        return
-                    try:
-                        q.put((it, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-            q.put((end, None))
-        except BaseException as e:  # handed to the consumer, raised there
-            q.put((None, e))
-
-    th = threading.Thread(target=produce, name="ambidex-export", daemon=True)
-    th.start()
-    try:
-        while True:
-            it, err = q.get()
-            if err is not None:
-                raise err
-            if it is end:
-                return
-            yield it
-    finally:
-        stop.set()
-        th.join()

@@ -501,7 +501,8 @@ def read_table_chunks(csv_path, chunk_rows: int = 100_000, schema: dict | None =
 def prefetch(chunks, depth: int = 1):
     """Iterate ``chunks`` with a background thread producing up to ``depth`` items ahead (pyarrow's CSV
     parsing releases the GIL, so reading overlaps the consumer's work). The producer's exception is
-    re-raised to the consumer in order; closing the iterator early stops the producer.
+    re-raised to the consumer in order; closing the iterator early stops the producer and closes
+    ``chunks`` if it is a generator.
 
     >>> list(prefetch(iter(range(3))))
     [0, 1, 2]
@@ -530,6 +531,8 @@ def prefetch(chunks, depth: int = 1):
             put((end, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             put((end, e))
+        finally:  # stopped early: end a generator source here, so what it holds open (a file, a cursor) closes
+            getattr(chunks, "close", lambda: None)()
 
     t = threading.Thread(target=run, name="ambidex-read", daemon=True)
     t.start()

@@ -148,3 +148,17 @@ def test_prefetch_keeps_order_and_reraises():
     assert next(it) == 1
     with pytest.raises(ValueError, match="late"):
         next(it)
+
+
+def test_prefetch_closed_early_closes_its_generator_source():
+    closed = []
+
+    def source():
+        try:
+            yield from range(100)
+        finally:
+            closed.append(True)  # e.g. a database connection going back to its pool
+    it = prefetch(source())
+    assert next(it) == 0
+    it.close()
+    assert closed == [True]
