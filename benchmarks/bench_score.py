@@ -81,6 +81,25 @@ def run_with_rss(argv, env=None) -> tuple[float, int]:
     return float(out[0]), int(out[1])
 
 
+def _fresh_registry(root: Path) -> None:
+    """The registry as set up (registry.fresh): no capture of an earlier run to replace."""
+    import shutil
+
+    for suffix in ("-wal", "-shm"):
+        (root / f"registry.db{suffix}").unlink(missing_ok=True)
+    shutil.copy(root / "registry.fresh", root / "registry.db")
+
+
+def _alternate(root: Path, repeat: int, bare_argv: list, cli_argv: list) -> tuple[list, list]:
+    """``repeat`` runs of the bare script and the deployment path, alternately, each on a fresh registry."""
+    bares, clis = [], []
+    for _ in range(max(1, repeat)):
+        _fresh_registry(root)
+        bares.append(run_with_rss(bare_argv))
+        clis.append(run_with_rss(cli_argv))
+    return bares, clis
+
+
 def bench_scoring(rows: int, big: int | None, repeat: int = 1) -> None:
     import shutil
     import statistics
@@ -90,13 +109,9 @@ def bench_scoring(rows: int, big: int | None, repeat: int = 1) -> None:
         engine, _, _, model, inp = setup(root, rows)
         engine.dispose()
         shutil.copy(root / "registry.db", root / "registry.fresh")
-        bares, clis = [], []
-        for _ in range(max(1, repeat)):
-            for suffix in ("-wal", "-shm"):
-                (root / f"registry.db{suffix}").unlink(missing_ok=True)
-            shutil.copy(root / "registry.fresh", root / "registry.db")
-            bares.append(run_with_rss([sys.executable, "-c", BARE, str(model), str(inp), str(root / "bare.csv")]))
-            clis.append(run_with_rss([sys.executable, "-c", _score_code(root, inp)]))
+        bares, clis = _alternate(root, repeat,
+                                 [sys.executable, "-c", BARE, str(model), str(inp), str(root / "bare.csv")],
+                                 [sys.executable, "-c", _score_code(root, inp)])
         bare_t, cli_t = statistics.median(t for t, _ in bares), statistics.median(t for t, _ in clis)
         bare_rss, cli_rss = max(r for _, r in bares), max(r for _, r in clis)
         runs = f" (median of {len(bares)}; ratios {', '.join(f'{c[0] / b[0]:.2f}' for b, c in zip(bares, clis))})" \
@@ -110,9 +125,7 @@ def bench_scoring(rows: int, big: int | None, repeat: int = 1) -> None:
 
             big_inp = root / "big.csv"
             write_table(C.churn_frame(big, seed=4).drop(columns=["churn"]), big_inp)
-            for suffix in ("-wal", "-shm"):  # a fresh registry: no earlier capture of the window to replace
-                (root / f"registry.db{suffix}").unlink(missing_ok=True)
-            shutil.copy(root / "registry.fresh", root / "registry.db")
+            _fresh_registry(root)
             bt, brss = run_with_rss([sys.executable, "-c", BARE, str(model), str(big_inp), str(root / "bare4.csv")])
             ct, crss = run_with_rss([sys.executable, "-c", _score_code(root, big_inp)])
             print(f"score {big:,} rows: bare {bt:.2f} s peak {brss / 2**20:.0f} MiB (x{brss / max(bare_rss, 1):.2f}); "
@@ -272,14 +285,8 @@ def bench_scoring_fs(rows: int, repeat: int = 1) -> None:
         deps.create("bench-fs", [Member("churn", 1)], entity_key="customer_id", source="churn_fs")
         engine.dispose()
         shutil.copy(root / "registry.db", root / "registry.fresh")
-        bares, clis = [], []
-        for _ in range(max(1, repeat)):
-            for suffix in ("-wal", "-shm"):
-                (root / f"registry.db{suffix}").unlink(missing_ok=True)
-            shutil.copy(root / "registry.fresh", root / "registry.db")
-            bares.append(run_with_rss([sys.executable, "-c", BARE_FS, str(model), str(root / "registry.db"),
-                                       str(root / "bare.csv")]))
-            clis.append(run_with_rss([sys.executable, "-c", _score_fs_code(root)]))
+        bares, clis = _alternate(root, repeat, [sys.executable, "-c", BARE_FS, str(model), str(root / "registry.db"),
+                                                str(root / "bare.csv")], [sys.executable, "-c", _score_fs_code(root)])
         bare_t, cli_t = statistics.median(t for t, _ in bares), statistics.median(t for t, _ in clis)
         print(f"score {rows:,} rows from the feature store: bare SELECT+predict+write {bare_t:.2f} s (peak "
               f"{max(r for _, r in bares) / 2**20:.0f} MiB); deployment path (read window+score+capture+publish) "
