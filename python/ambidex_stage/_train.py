@@ -171,37 +171,28 @@ def _permutation_importance(pipe, Zv, yv, task, k, seed, numeric, n_repeats=3):
         est = pipe.named_steps["model"]
         M = np.asarray(pipe.named_steps["prep"].transform(Zv), dtype=np.float64)
 
-        def loss_m(m):
+        def loss(m):
             out = est.predict(m).astype(np.float64) if numeric else _proba(est, m, k)
             return _loss(task, yv, out, k)
 
-        base = loss_m(M)
-        rng = np.random.RandomState(seed)
-        raw = {}
-        for col in Zv.columns:
-            cols = blocks[col]
-            drops = []
-            for _ in range(n_repeats):
-                Mp = M.copy()
-                Mp[:, cols] = M[rng.permutation(len(Zv))][:, cols]
-                drops.append(loss_m(Mp) - base)
-            raw[col] = float(np.mean(drops))
-        return normalize_importance(raw)
+        def shuffled(col, perm):
+            m = M.copy()
+            m[:, blocks[col]] = M[perm][:, blocks[col]]
+            return m
+        base = loss(M)
+    else:
+        def loss(Z):
+            out = pipe.predict(Z).astype(np.float64) if numeric else _proba(pipe, Z, k)
+            return _loss(task, yv, out, k)
 
-    def loss(Z):
-        out = pipe.predict(Z).astype(np.float64) if numeric else _proba(pipe, Z, k)
-        return _loss(task, yv, out, k)
-
-    base = loss(Zv)
+        def shuffled(col, perm):
+            z = Zv.copy()
+            z[col] = Zv[col].to_numpy()[perm]
+            return z
+        base = loss(Zv)
     rng = np.random.RandomState(seed)
-    raw = {}
-    for col in Zv.columns:
-        drops = []
-        for _ in range(n_repeats):
-            Zp = Zv.copy()
-            Zp[col] = Zv[col].to_numpy()[rng.permutation(len(Zv))]
-            drops.append(loss(Zp) - base)
-        raw[col] = float(np.mean(drops))
+    raw = {col: float(np.mean([loss(shuffled(col, rng.permutation(len(Zv)))) - base for _ in range(n_repeats)]))
+           for col in Zv.columns}
     return normalize_importance(raw)
 
 
