@@ -108,11 +108,12 @@ def _frame(columns: list[str], values: list, schema: dict, source: str):
                 data[name] = s.astype("datetime64[ns, UTC]")
             elif t == "category":
                 levels = e.get("levels") or []
-                cat = pd.Categorical(list(vals), categories=levels)
-                if int((cat.codes == -1).sum()) > vals.count(None):
-                    lost = next(v for v, code in zip(vals, cat.codes) if v is not None and code == -1)
+                # -1: missing or not a level (checked here, before pandas would warn about it)
+                codes = pd.Index(levels, dtype=object).get_indexer(pd.Index(vals, dtype=object))
+                if int((codes == -1).sum()) > vals.count(None):
+                    lost = next(v for v, code in zip(vals, codes) if v is not None and code == -1)
                     raise ValueError(f"value {lost!r} is not one of its levels")
-                data[name] = cat
+                data[name] = pd.Categorical.from_codes(codes, categories=levels)
             else:
                 if set(map(type, vals)) - {str, _NONE}:
                     raise ValueError("non-text value")

@@ -325,3 +325,22 @@ def test_many_rows_of_every_type_survive_exactly_and_hash_in_any_order(engine):
     back = fs.read_window(engine, "big")
     pd.testing.assert_frame_equal(back, df, check_categorical=True)
     assert r.content_hash == fs.content_hash(_arrow(back, r.schema), r.schema, ["id"])
+
+
+def test_stored_value_outside_schema_fails_the_read_naming_the_column_and_export_publishes_nothing(
+        engine, tmp_path, monkeypatch):
+    """A row altered in the database behind the feature store's back (a level its schema does not know):
+    read_window names the column; the streamed export fails in a later chunk and leaves no file."""
+    df = pd.DataFrame({"id": range(10), "plan": pd.Categorical(["basic", "pro"] * 5)})
+    fs.ingest(engine, fs.MartSpec(name="plans", key=["id"]), table=df)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE plans SET plan = 'gold' WHERE id = 8"))
+    with pytest.raises(DataError) as e:
+        fs.read_window(engine, "plans")
+    assert e.value.code == "data.type_mismatch" and "'plan'" in e.value.message and "gold" in e.value.message
+    monkeypatch.setattr("ambidex.fs_read._EXPORT_CHUNK", 3)  # the bad row is in the third chunk
+    out = tmp_path / "export" / "plans.csv"
+    with pytest.raises(DataError) as e:
+        fs.export_window_for_r(engine, "plans", None, out)
+    assert e.value.code == "data.type_mismatch" and "'plan'" in e.value.message
+    assert list(out.parent.iterdir()) == []
