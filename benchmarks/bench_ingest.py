@@ -131,6 +131,8 @@ def main() -> None:
         t["pd"].append(timed(to_sql_sqlite3, 1))
         t["amb"].append(ambidex_ingest())  # migration excluded
         t["ambt"].append(ambidex_ingest_table())
+    if os.environ.get("BENCH_VERBOSE"):
+        print({k: [round(x, 2) for x in v] for k, v in t.items()})
     t_raw, t_rawcsv, t_pd, t_amb, t_ambt = (statistics.median(t[k]) for k in ("raw", "rawcsv", "pd", "amb", "ambt"))
     print(f"rows={a.rows:,} cols={len(names)} (1 key, 14 double, 5 categorical); medians of {a.repeat}; "
           f"sqlite with WAL + synchronous=NORMAL everywhere")
