@@ -58,23 +58,23 @@ def _matrix_column(arr: pa.Array, ctype: str | None):
     return arr.to_numpy(zero_copy_only=False)  # floats keep NaN for missing; text comes as str or None
 
 
-def _multirow_batches(table: pa.Table, schema: dict, version: int, step: int, per: int):
+def _multirow_batches(table: pa.Table, schema: dict, step: int, per: int):
     """Yield (n, params, tail) per batch for an ``INSERT .. VALUES (..), (..), ..`` of ``per`` rows.
 
     ``params`` holds one flat list of ``per`` rows' values per statement, ``tail`` the rows that
     do not fill a last statement (one tuple each). One statement per ``per`` rows spares SQLite a
     reset and the driver a loop turn per row: the insert takes about half as long as
     ``executemany`` of one row per statement. The values are filled into one object matrix and cut
-    into statements by a reshape, so no tuple is built per row.
+    into statements by a reshape, so no tuple is built per row. The version is not among them: the
+    statement holds it as a literal, one bound value fewer per row.
     """
     types = [schema["columns"].get(n, {}).get("type") for n in table.column_names]
-    width = table.num_columns + 1
+    width = table.num_columns
     for batch in table.to_batches(max_chunksize=step):
         n = batch.num_rows
         m = np.empty((n, width), dtype=object)
         for i, t in enumerate(types):
             m[:, i] = _matrix_column(batch.column(i), t)
-        m[:, -1] = version
         full = n - n % per
         yield n, m[:full].reshape(-1, per * width).tolist(), m[full:].tolist()
 
@@ -109,13 +109,13 @@ def _insert_rows(conn, main: sa.Table, table: pa.Table, schema: dict, version: i
         sql = f"INSERT INTO {tname} ({', '.join(q)}) VALUES ({', '.join(['%s'] * len(q))})"
         step, nan_is_null = 10_000, False
     elif dialect == "sqlite":
-        one = f"({', '.join(['?'] * len(q))})"
+        one = f"({', '.join(['?'] * (len(q) - 1))}, {int(version)})"  # the version is ours, an int: a literal
         limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(raw, "getlimit") else 999
         per = max(1, min(_ROWS_PER_STATEMENT, limit // len(q)))
         head = f"INSERT INTO {tname} ({', '.join(q)}) VALUES "
         cur = raw.cursor()
         try:
-            for n, params, tail in _multirow_batches(table, schema, version, _CHUNK, per):
+            for n, params, tail in _multirow_batches(table, schema, _CHUNK, per):
                 cur.executemany(head + ", ".join([one] * per), params)
                 if tail:
                     cur.executemany(head + one, tail)
