@@ -172,3 +172,14 @@ def test_contract_violation_exits_3_with_its_code(project, lang, name):
     assert envelope["code"] == "contract.missing_column" and df.columns[0] in envelope["message"]
     assert "Traceback" not in envelope["message"]
     assert not (project / "out.csv").exists()
+
+
+def test_reference_does_not_depend_on_what_ran_before(capsys):
+    # click keeps a command's help option from the first context that asks; the reference renders each
+    # command under its groups' contexts, as a run does, so running commands first changes nothing
+    from ambidex.cli.docs import render_markdown
+
+    before = render_markdown()
+    assert main(["deploy", "history", "-h"]) == 0
+    assert "-h, --help" in capsys.readouterr().out
+    assert render_markdown() == before and "-h, --help" in before
