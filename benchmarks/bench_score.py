@@ -215,11 +215,13 @@ from ambidex.artifacts import ArtifactStore
 from ambidex.deploy import Deployments
 from ambidex.capture import Scorer, parse_window
 from ambidex.scoring import score_model
+from ambidex.runners import warm_stages
 root = Path({str(root)!r})
 deps = Deployments(connect(f"sqlite:///{{root / 'registry.db'}}"), store=ArtifactStore(root / 'artifacts'))
 launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
-Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
-    'bench', parse_window('2024-01-01/2024-01-02'), Path({str(inp)!r}), replace=True)
+with warm_stages():  # as `ambidex score` for a deployment with a Python model
+    Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
+        'bench', parse_window('2024-01-01/2024-01-02'), Path({str(inp)!r}), replace=True)
 """
 
 
@@ -249,15 +251,17 @@ from ambidex.deploy import Deployments
 from ambidex.capture import Scorer, parse_window
 from ambidex.featurestore import export_window_for_r
 from ambidex.scoring import score_model
+from ambidex.runners import warm_stages
 root = Path({str(root)!r})
 engine = connect(f"sqlite:///{{root / 'registry.db'}}")
 deps = Deployments(engine, store=ArtifactStore(root / 'artifacts'))
 window = '2024-01-01/2024-01-02'
-written = export_window_for_r(engine, 'churn_fs', window, root / 'sw' / 'input.csv')
-launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
-Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
-    'bench-fs', parse_window(window), root / 'sw' / 'input.csv', replace=True,
-    input_ref='data_versions:' + ','.join(str(v) for v in written['data_versions']))
+with warm_stages():  # as `ambidex score` for a deployment with a Python model
+    written = export_window_for_r(engine, 'churn_fs', window, root / 'sw' / 'input.csv')
+    launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
+    Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
+        'bench-fs', parse_window(window), root / 'sw' / 'input.csv', replace=True,
+        input_ref='data_versions:' + ','.join(str(v) for v in written['data_versions']))
 """
 
 

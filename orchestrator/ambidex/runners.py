@@ -22,13 +22,14 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import ArtifactError, ContractError, StageError
 
-__all__ = ["StageLaunch", "StageOutcome", "run_stage", "r_library", "stderr_tail", "r_version"]
+__all__ = ["StageLaunch", "StageOutcome", "run_stage", "warm_stages", "r_library", "stderr_tail", "r_version"]
 
 STDERR_TAIL_LINES = 20
 
@@ -81,16 +82,22 @@ def r_library() -> Path:
     return Path(env) if env else Path(sys.prefix) / "R-library"
 
 
-def stage_env(launch: StageLaunch) -> dict[str, str]:
-    """The contract's environment: UTF-8 C locale, English messages, the context path."""
+def _contract_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "LANGUAGE": "en",
-        "AMBIDEX_CONTEXT": str(launch.context_path),
         # the orchestrator validated context.json and validates result.json: stages skip jsonschema
         "AMBIDEX_VALIDATED": "1",
         "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
     })
+    env.pop("AMBIDEX_CONTEXT", None)
+    return env
+
+
+def stage_env(launch: StageLaunch) -> dict[str, str]:
+    """The contract's environment: UTF-8 C locale, English messages, the context path."""
+    env = _contract_env()
+    env["AMBIDEX_CONTEXT"] = str(launch.context_path)
     if launch.lang == "r":
         libs = [*launch.r_libs, str(r_library())]
         if env.get("R_LIBS"):
@@ -160,26 +167,29 @@ def _run_process(launch: StageLaunch, clock) -> StageOutcome:
     err_path = launch.stage_dir / "stderr.log"
     started = clock()
     t0 = time.perf_counter()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            command_for(launch), cwd=launch.project_root, env=stage_env(launch),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-        )
-        waited: dict = {}
+    env = stage_env(launch)
+    proc = _WARM.take(launch, env, out_path, err_path)  # it opens the two logs itself
+    if proc is None:
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(
+                command_for(launch), cwd=launch.project_root, env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+            )
+    waited: dict = {}
 
-        def _wait() -> None:
-            # wait4 gives the child's own rusage (CPU and max RSS) with no sampling.
-            _, status, usage = os.wait4(proc.pid, 0)
-            waited.update(status=status, usage=usage)
+    def _wait() -> None:
+        # wait4 gives the child's own rusage (CPU and max RSS) with no sampling.
+        _, status, usage = os.wait4(proc.pid, 0)
+        waited.update(status=status, usage=usage)
 
-        waiter = threading.Thread(target=_wait, daemon=True)
-        waiter.start()
-        waiter.join(launch.timeout)
-        timed_out = waiter.is_alive()
-        if timed_out:
-            _kill_group(proc.pid)
-            waiter.join(10)
-        proc.returncode = 0  # wait4 reaped it; stop Popen from waiting again
+    waiter = threading.Thread(target=_wait, daemon=True)
+    waiter.start()
+    waiter.join(launch.timeout)
+    timed_out = waiter.is_alive()
+    if timed_out:
+        _kill_group(proc.pid)
+        waiter.join(10)
+    proc.returncode = 0  # wait4 reaped it; stop Popen from waiting again
     wall = time.perf_counter() - t0
     ended = clock()
     status_word = waited.get("status", 0)
@@ -198,6 +208,94 @@ def _run_process(launch: StageLaunch, clock) -> StageOutcome:
                      f"Stage '{launch.stage}' ran past its timeout of {launch.timeout:g} s and was killed.",
                      "Raise 'timeout' for this stage in the pipeline YAML, or make the stage faster.")
     return _judge(outcome, launch)
+
+
+class _WarmPool:
+    """Python interpreters started ahead of a built-in stage (``ambidex_stage.warm``), one per interpreter
+    path, by :func:`warm_stages`: the stage then skips the ~1.5 s its interpreter spends importing pandas
+    and scikit-learn, which the orchestrator's work meanwhile (reading the window, say) hides.
+
+    A warm interpreter is used only for a built-in Python stage and only when the environment it was
+    started with equals the stage's (the context path aside); otherwise it is stopped and the stage
+    starts fresh, exactly as without it. Each is still one process per stage, measured by ``wait4``
+    like any other (its CPU time and peak RSS include the imports done ahead; its wall time does not).
+    None is started on speculation: on two cores an interpreter nobody uses slows whatever runs beside
+    it (measured: a cycle whose stages were mostly R ran 10% slower with one kept ready throughout).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ready: dict[str, tuple[subprocess.Popen, dict[str, str]]] = {}
+
+    def start(self, python: str) -> None:
+        with self.lock:
+            held = self.ready.get(python)
+            if held is not None and held[0].poll() is None:
+                return
+            env = _contract_env()
+            try:
+                proc = subprocess.Popen([python, "-m", "ambidex_stage.warm"], env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            except OSError:  # no such interpreter: the stage itself will report it
+                return
+            self.ready[python] = (proc, env)
+
+    def take(self, launch: StageLaunch, env: dict[str, str], out_path: Path, err_path: Path) -> subprocess.Popen | None:
+        """The warm interpreter for ``launch``, already told to run it; None to start one fresh."""
+        if launch.lang != "python" or not launch.builtin:
+            return None
+        with self.lock:
+            held = self.ready.pop(launch.python, None)
+        if held is None:
+            return None
+        proc, warm_env = held
+        job = {"argv": ["--builtin", launch.builtin], "cwd": str(launch.project_root),
+               "env": {"AMBIDEX_CONTEXT": env["AMBIDEX_CONTEXT"]}, "stdout": str(out_path), "stderr": str(err_path)}
+        if {k: v for k, v in env.items() if k != "AMBIDEX_CONTEXT"} != warm_env or proc.poll() is not None:
+            _stop(proc)
+            return None
+        for path in (out_path, err_path):
+            path.touch()  # there even if it dies before opening them
+        try:
+            proc.stdin.write((json.dumps(job) + "\n").encode())
+            proc.stdin.close()
+        except OSError:  # it died meanwhile
+            _stop(proc)
+            return None
+        return proc
+
+    def stop_all(self) -> None:
+        with self.lock:
+            held, self.ready = list(self.ready.values()), {}
+        for proc, _ in held:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+_WARM = _WarmPool()
+
+
+@contextmanager
+def warm_stages(python: str = sys.executable):
+    """Start a Python interpreter now for the next built-in Python stage of this block, and stop it at the
+    end if no stage took it. Use it where a built-in Python stage is known to come after some work of the
+    orchestrator's own (``ambidex score`` does, around reading the window). ``AMBIDEX_WARM_STAGES=0``
+    turns it off."""
+    if os.environ.get("AMBIDEX_WARM_STAGES", "1") != "0":
+        _WARM.start(python)
+    try:
+        yield
+    finally:
+        _WARM.stop_all()
 
 
 def _kill_group(pid: int) -> None:
