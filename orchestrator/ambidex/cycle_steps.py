@@ -258,18 +258,24 @@ def step_profile(svc: Services, state: WindowState) -> dict:
 
 def step_score(svc: Services, state: WindowState) -> dict:
     """Score window T with every model of the live revision (champion + shadow/canary), capture, publish."""
+    from contextlib import nullcontext
+
     from .capture import Scorer
     from .featurestore import Window, export_window_for_r
+    from .runners import warm_stages
 
     spec = svc.pipeline.deploy
     csv = svc.work_dir(state) / "input.csv"
-    written = export_window_for_r(svc.fs, svc.cycle.mart, Window(state.start, state.end), csv)
-    scorer = Scorer(svc.deps, lambda m, i, o, keep: svc.launch(m, i, o, keep, spec.chunk_size),
-                    workdir=svc.ws.state_dir / "scoring", chunk_size=spec.chunk_size,
-                    publish_dir=Path(spec.publish_dir or svc.ws.state_dir / "published" / spec.name),
-                    capture_features=spec.capture_features)
-    rep = scorer.score(spec.name, (state.start, state.end), csv,
-                       input_ref="data_versions:" + ",".join(str(v) for v in written.get("data_versions") or []))
+    live = svc.live()
+    # a Python model's interpreter imports while the window is exported (as `ambidex score`)
+    with warm_stages() if live is not None and "python" in svc.deps.languages(live) else nullcontext():
+        written = export_window_for_r(svc.fs, svc.cycle.mart, Window(state.start, state.end), csv)
+        scorer = Scorer(svc.deps, lambda m, i, o, keep: svc.launch(m, i, o, keep, spec.chunk_size),
+                        workdir=svc.ws.state_dir / "scoring", chunk_size=spec.chunk_size,
+                        publish_dir=Path(spec.publish_dir or svc.ws.state_dir / "published" / spec.name),
+                        capture_features=spec.capture_features)
+        rep = scorer.score(spec.name, (state.start, state.end), csv,
+                           input_ref="data_versions:" + ",".join(str(v) for v in written.get("data_versions") or []))
     csv.unlink(missing_ok=True)
     return {"revision": rep.revision, "rows": rep.rows, "members": rep.members, "published": rep.published_path,
             "label_free": _scores_of_window(svc, state)}

@@ -295,6 +295,18 @@ class Deployments:
             dep = self._deployment_row(conn, name)
             return self._revisions(conn, dep["id"], name, self._live_number(conn, dep["id"]))[0]
 
+    def languages(self, revision: Revision) -> set[str]:
+        """The runtimes ("python", "r") of ``revision``'s models; one that no longer resolves (scoring then
+        says why) is left out."""
+        out = set()
+        with self.engine.connect() as conn:
+            for m in revision.members:
+                try:
+                    out.add(self.resolve(conn, m.model, m.version).language)
+                except RegistryError:
+                    continue
+        return out
+
     def history(self, name: str, *, at: dt.datetime | None = None) -> list[Revision]:
         """Every revision, oldest first; with ``at``, only the one live at that instant (or none)."""
         with self.engine.connect() as conn:

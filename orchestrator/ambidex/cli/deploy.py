@@ -285,19 +285,9 @@ def score(deployment, window, input_csv, replace, dry_run, as_json):
     start, end = parse_window(window)
     info = c.deps.show(deployment)
     # a Python interpreter imports for the scoring stage while the window is read and checked
-    with warm_stages() if "python" in _languages(c, info) and not dry_run else contextlib.nullcontext():
+    python = not dry_run and "python" in c.deps.languages(c.deps.live(deployment))
+    with warm_stages() if python else contextlib.nullcontext():
         _score(c, info, deployment, (start, end), window, input_csv, replace, dry_run, as_json)
-
-
-def _languages(c, info) -> set[str]:
-    """The runtimes of the live revision's models; none when one cannot be resolved (scoring says why)."""
-    from ..errors import AmbidexError
-
-    try:
-        with c.engine.connect() as conn:
-            return {c.deps.resolve(conn, m["model"], m["version"]).language for m in info["live"]["members"]}
-    except AmbidexError:
-        return set()
 
 
 def _score(c, info, deployment, bounds, window, input_csv, replace, dry_run, as_json):
