@@ -23,6 +23,7 @@ in ``predictions``.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -461,10 +462,8 @@ class _PublishWriter:
         return self.rows
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the caller is raising the error that matters
             self._wait()
-        except Exception:  # noqa: BLE001 - the caller is raising the error that matters
-            pass
         self.pool.shutdown()
         if self.file is not None:
             self.file.close()

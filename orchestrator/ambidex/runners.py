@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,10 +272,8 @@ class _WarmPool:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    try:
+    with suppress(OSError):
         proc.stdin.close()
-    except OSError:
-        pass
     if proc.poll() is None:
         proc.kill()
     proc.wait()

@@ -18,28 +18,23 @@ would ignore, so scripts always get a fresh interpreter (``ambidex.runners``).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 
 
-def _preload() -> None:
-    try:
-        import numpy  # noqa: F401
-        import pandas  # noqa: F401
-        import pyarrow.csv  # noqa: F401
+# what the built-in stages import (the scikit-learn parts of the default pipeline included)
+_PRELOAD = ("numpy", "pandas", "pyarrow.csv", "ambidex_stage.builtins", "ambidex_stage.tables", "ambidex_stage.run",
+            "sklearn.compose", "sklearn.impute", "sklearn.pipeline", "sklearn.preprocessing")
 
-        from . import builtins, tables  # noqa: F401
-        from .run import main  # noqa: F401
-    except Exception:  # noqa: BLE001 - the stage imports what it needs itself and reports what is missing
-        return
-    try:
-        import sklearn.compose  # noqa: F401
-        import sklearn.impute  # noqa: F401
-        import sklearn.pipeline  # noqa: F401
-        import sklearn.preprocessing  # noqa: F401
-    except Exception:  # noqa: BLE001 - scikit-learn is optional for a stage that does not use it
-        pass
+
+def _preload() -> None:
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the stage imports what it needs itself and reports what is missing
+            continue
 
 
 def main() -> int:

@@ -21,6 +21,20 @@ def scored_input(tmp_path):
     return inp
 
 
+@pytest.fixture
+def launched(monkeypatch):
+    """The argv of every process the runners start from now on."""
+    argvs = []
+    real_popen = runners.subprocess.Popen
+
+    def popen(argv, *a, **k):
+        argvs.append(list(argv))
+        return real_popen(argv, *a, **k)
+
+    monkeypatch.setattr(runners.subprocess, "Popen", popen)
+    return argvs
+
+
 def _warm_pid():
     held = runners._WARM.ready.get(sys.executable)
     return held[0].pid if held else None
@@ -31,17 +45,10 @@ def _score(py_model_dir, inp, out, tmp_path):
 
 
 def test_builtin_stage_runs_in_the_warm_interpreter_with_the_same_result(py_model_dir, scored_input, tmp_path,
-                                                                         monkeypatch):
+                                                                         launched):
     fresh = tmp_path / "fresh.csv"
     _score(py_model_dir, scored_input, fresh, tmp_path)
-    launched = []
-    real_popen = runners.subprocess.Popen
-
-    def popen(argv, *a, **k):
-        launched.append(list(argv))
-        return real_popen(argv, *a, **k)
-
-    monkeypatch.setattr(runners.subprocess, "Popen", popen)
+    launched.clear()
     warm = tmp_path / "warm.csv"
     with runners.warm_stages():
         assert _warm_pid() is not None
@@ -91,6 +98,16 @@ def test_a_failing_stage_in_a_warm_interpreter_reports_as_a_fresh_one(py_model_d
     assert str(errors[0]) == str(errors[1])
 
 
+def test_a_stage_in_a_warm_interpreter_past_its_timeout_is_killed(py_model_dir, scored_input, tmp_path):
+    with runners.warm_stages():
+        warm = runners._WARM.ready[sys.executable][0]
+        with pytest.raises(StageError) as e:
+            score_model(py_model_dir, scored_input, tmp_path / "o.csv", project_root=tmp_path,
+                        work_dir=tmp_path / "w", timeout=0.05)
+        assert runners._WARM.ready == {} and warm.poll() is not None  # it ran the stage, and was killed
+    assert e.value.code == "stage.timeout"
+
+
 def test_warm_stages_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("AMBIDEX_WARM_STAGES", "0")
     with runners.warm_stages():
@@ -105,7 +122,7 @@ def test_an_unused_warm_interpreter_exits_when_its_input_ends(tmp_path):
     assert p.wait(timeout=60) == 0
 
 
-def test_ambidex_score_starts_one_for_a_python_model_only(workspace, py_model_dir, r_model_dir, monkeypatch, capsys):
+def test_ambidex_score_starts_one_for_a_python_model_only(workspace, py_model_dir, r_model_dir, launched, capsys):
     from ambidex.cli.main import main as run
 
     from .conftest import register
@@ -114,14 +131,6 @@ def test_ambidex_score_starts_one_for_a_python_model_only(workspace, py_model_di
     register(reg.engine, reg.store, py_model_dir, "churn")
     register(reg.engine, reg.store, r_model_dir, "churn_r")
     write_table(churn_frame(200).drop(columns=["churn"]), workspace.root / "in.csv")
-    launched = []
-    real_popen = runners.subprocess.Popen
-
-    def popen(argv, *a, **k):
-        launched.append(list(argv))
-        return real_popen(argv, *a, **k)
-
-    monkeypatch.setattr(runners.subprocess, "Popen", popen)
     assert run(["deploy", "create", "py", "--champion", "churn:1", "--key", "customer_id"]) == 0
     launched.clear()  # its smoke test started fresh interpreters
     assert run(["score", "py", "--window", "2024-06-01/2024-06-02", "--input", "in.csv"]) == 0
