@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import time
+import weakref
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from .errors import RegistryError
 
-__all__ = ["connect", "redact_url", "reading", "migrate", "check_schema", "schema_status", "head_revision"]
+__all__ = ["connect", "dispose_all", "redact_url", "reading", "migrate", "check_schema", "schema_status", "head_revision"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ NETWORK_FILESYSTEMS = frozenset({
 _SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "sslpassword")
 _PG_LOCK_KEY = 0x616D6269  # "ambi": one advisory lock per database for migrations
 UPGRADE_COMMAND = "ambidex db upgrade"
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()  # every engine connect() made, for dispose_all()
 
 
 def redact_url(url: str | URL) -> str:
@@ -79,14 +81,25 @@ def connect(url: str | URL, *, mounts: str | os.PathLike = "/proc/mounts", **eng
     """
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        return _connect_sqlite(u, Path(mounts), engine_kw)
-    kw = {"pool_pre_ping": True}
-    if u.get_backend_name() in ("mysql", "mariadb"):
-        kw["isolation_level"] = "READ COMMITTED"
-        if "charset" not in u.query:
-            u = u.update_query_dict({"charset": "utf8mb4"})
-    kw.update(engine_kw)
-    return sa.create_engine(u, **kw)
+        engine = _connect_sqlite(u, Path(mounts), engine_kw)
+    else:
+        kw = {"pool_pre_ping": True}
+        if u.get_backend_name() in ("mysql", "mariadb"):
+            kw["isolation_level"] = "READ COMMITTED"
+            if "charset" not in u.query:
+                u = u.update_query_dict({"charset": "utf8mb4"})
+        kw.update(engine_kw)
+        engine = sa.create_engine(u, **kw)
+    _ENGINES.add(engine)
+    return engine
+
+
+def dispose_all() -> None:
+    """Close the pooled connections of every engine :func:`connect` made that is still alive (SQLite
+    checkpoints its WAL into the database file when the last connection closes; a server sees a clean
+    goodbye). The engines stay usable: a later checkout opens a new connection."""
+    for engine in list(_ENGINES):
+        engine.dispose()
 
 
 def _connect_sqlite(u: URL, mounts: Path, engine_kw: dict) -> Engine:

@@ -207,5 +207,18 @@ def _result_without_context(path, exc) -> None:
         pass
 
 
+def entry(argv=None) -> None:
+    """``python -m ambidex_stage.run``: run the stage and exit with its status. A built-in stage's process
+    ends without the interpreter's teardown (``_exit.leave``); a script's exits the usual way, since a
+    script may hold open files that only the teardown flushes."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    code = main(argv)
+    if _parse_args(argv).builtin:
+        from ._exit import leave
+
+        leave(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -59,4 +59,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ._exit import leave
+
+    leave(main())  # only built-in stages run here: no teardown needed (ambidex_stage._exit)

@@ -51,6 +51,48 @@ def test_help_does_not_import_heavy_modules():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def _leave(code: str, tmp_path, **kw):
+    script = tmp_path / "leave.py"
+    script.write_text("import atexit, os, sys, threading, time\nfrom ambidex.cli.main import leave\n" + code)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, **kw)
+
+
+def test_leave_runs_atexit_flushes_and_keeps_the_exit_code(tmp_path):
+    # the console script ends with os._exit; what a normal exit would do first still happens
+    out = _leave("atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+                 "sys.stdout.write('x' * 200_000)\nleave(3)\n", tmp_path)
+    assert out.returncode == 3
+    assert out.stdout == "x" * 200_000
+    assert out.stderr == "atexit ran\n"
+
+
+def test_leave_closes_sqlite_so_its_wal_is_checkpointed(tmp_path):
+    db = tmp_path / "r.db"
+    out = _leave(f"from ambidex.db import connect\ne = connect('sqlite:///{db}')\n"
+                 "with e.begin() as c:\n    c.exec_driver_sql('CREATE TABLE t (x INTEGER)')\n"
+                 "    c.exec_driver_sql('INSERT INTO t VALUES (7)')\n"
+                 "assert os.path.exists(e.url.database + '-wal')\nleave(0)\n", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "r.db-wal").exists()  # the last connection closed: WAL folded into the file
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT x FROM t").fetchall() == [(7,)]
+
+
+def test_leave_waits_for_a_running_thread_the_usual_way(tmp_path):
+    out = _leave("def late():\n    time.sleep(0.3)\n    print('thread done', flush=True)\n"
+                 "threading.Thread(target=late).start()\nleave(5)\n", tmp_path)
+    assert out.returncode == 5
+    assert out.stdout == "thread done\n"
+
+
+def test_leave_reports_an_unwritable_stdout_as_python_does(tmp_path):
+    out = _leave("import io\nclass Closed(io.StringIO):\n    def flush(self):\n        raise BrokenPipeError(32, 'EPIPE')\n"
+                 "sys.stdout = Closed()\nleave(0)\n", tmp_path)
+    assert out.returncode == 120
+
+
 def test_config_error_exits_2_naming_file_and_line(project):
     (project / "config").mkdir()
     (project / "config" / "bad.yaml").write_text("version: 1\nname: bad\nstages:\n  - name: a\n    lang: julia\n    script: x.jl\n")

@@ -126,7 +126,20 @@ def database_error(exc: Exception):
 
 
 def entry() -> None:
-    sys.exit(main())
+    """The console script: run the command, then leave without tearing the interpreter down."""
+    leave(main())
+
+
+def leave(code: int) -> None:
+    """End the process with ``code`` once the command has returned: the databases are closed first
+    (SQLite checkpoints its WAL, a server sees a clean goodbye), then ``ambidex_stage._exit.leave``
+    skips the interpreter's teardown, 0.1-0.3 s of every command."""
+    from ambidex_stage._exit import leave as fast
+
+    db = sys.modules.get("ambidex.db")  # not imported: no engine was made
+    if db is not None:
+        db.dispose_all()
+    fast(code)
 
 
 if __name__ == "__main__":
