@@ -36,6 +36,26 @@ test_that("each keyword reports its violation with a JSON path", {
   expect_match(errs(list(id = "ab", kind = "a", tags = ambidex:::json_object())), "expected array, got object")
 })
 
+test_that("enum and const compare JSON values: a string is never a number or a boolean", {
+  eq <- ambidex:::json_equal
+  expect_true(eq("a", "a"))
+  expect_true(eq(1, 1L))  # one JSON number
+  expect_true(eq(TRUE, TRUE))
+  expect_false(eq("1", 1))
+  expect_false(eq(1, "1"))
+  expect_false(eq("TRUE", TRUE))
+  expect_false(eq(TRUE, 1))
+  expect_false(eq("a", NULL))
+  expect_true(eq(NULL, NULL))
+  expect_true(eq(list("a", 1), list("a", 1)))  # arrays and objects: by their JSON text
+  expect_false(eq(list(x = 1), list(x = "1")))
+  expect_false(eq("a", list("a")))
+})
+
+test_that("validate_document names the kinds it knows", {
+  expect_error(validate_document("nope", list()), "must be one of \"context\"")
+})
+
 test_that("JSON integers: 1.0 is an integer, as in JSON Schema 2020-12", {
   expect_true(ambidex:::json_is_type(1, "integer"))
   expect_false(ambidex:::json_is_type(1.5, "integer"))
