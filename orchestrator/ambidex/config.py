@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from pydantic_core import PydanticCustomError
 
 from .deploy import DeploymentSpec
-from .featurestore import MartSpec
+from .fs_spec import MartSpec
 from .governance import GovernanceSpec
 from .notify import NotifySpec
 from .errors import ConfigError
