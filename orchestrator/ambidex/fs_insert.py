@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from ambidex.fs_spec import _err
 from ambidex.sqlident import quote_identifier
+from ambidex_stage.tables import timestamp_text
 
 _CHUNK = 100_000
 _ROWS_PER_STATEMENT = 50  # rows per INSERT statement on SQLite (bounded by its variable limit)
@@ -20,7 +21,7 @@ def _py_values(arr: pa.Array, ctype: str | None, nan_is_null: bool):
     """One column of a batch as Python values for a DB-API driver (a list or an object ndarray), with as
     few conversions as possible."""
     if ctype == "timestamp":
-        return pc.strftime(arr, format="%Y-%m-%d %H:%M:%S").to_pylist()  # with %S, arrow appends .ffffff for us units
+        return timestamp_text(arr).to_pylist()  # 'YYYY-MM-DD HH:MM:SS.ffffff' for us units
     if pa.types.is_dictionary(arr.type):
         # one str object per level, shared by every row: cheaper than casting and building a str per row
         levels = np.array(arr.dictionary.to_pylist() + [None], dtype=object)
@@ -45,7 +46,7 @@ def _matrix_column(arr: pa.Array, ctype: str | None):
     """One column as a numpy array to assign into an object matrix (numpy makes Python floats, ints, bools
     and strs of it there); missing values become None, doubles' NaN as well (sqlite stores a NaN as NULL)."""
     if ctype == "timestamp":
-        arr = pc.strftime(arr, format="%Y-%m-%d %H:%M:%S")  # with %S, arrow appends .ffffff for us units
+        arr = timestamp_text(arr)  # 'YYYY-MM-DD HH:MM:SS.ffffff' for us units
     if pa.types.is_dictionary(arr.type):
         # one str object per level, shared by every row: cheaper than casting and building a str per row
         levels = np.array(arr.dictionary.to_pylist() + [None], dtype=object)

@@ -88,6 +88,25 @@ def test_utc_timestamps_with_microseconds(tmp_path):
                                               "2024-01-01T00:00:00Z"]
 
 
+@pytest.mark.parametrize("unit", ["s", "us", "ns"])
+@pytest.mark.parametrize("tz", [None, "UTC", "Europe/Paris"])
+def test_timestamp_text_is_what_strftime_writes(unit, tz):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ambidex_stage.tables import timestamp_text
+
+    rng = np.random.default_rng(3)
+    lo, hi = (np.datetime64(d, "s").astype(np.int64) for d in ("1677-09-22", "2262-04-10"))
+    secs = np.concatenate([rng.integers(lo, hi, 5000), [lo, hi, -1, 0, 1]])
+    per = {"s": 1, "us": 10**6, "ns": 10**9}[unit]
+    arr = pa.array(secs * per + (rng.integers(0, per, len(secs)) if per > 1 else 0), pa.timestamp(unit, tz=tz),
+                   mask=np.arange(len(secs)) % 7 == 0)
+    utc = arr.cast(pa.timestamp(unit, tz="UTC")) if tz else arr
+    assert timestamp_text(arr).equals(pc.strftime(utc, format="%Y-%m-%d %H:%M:%S"))
+    assert timestamp_text(arr, "T").equals(pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S"))
+
+
 def test_other_time_zones_are_converted_to_utc(tmp_path):
     t = pd.Series(pd.to_datetime(["2024-06-01 12:00"]).tz_localize("Europe/Paris"))
     back, _ = roundtrip(pd.DataFrame({"t": t}), tmp_path)
