@@ -216,12 +216,14 @@ from ambidex.deploy import Deployments
 from ambidex.capture import Scorer, parse_window
 from ambidex.scoring import score_model
 from ambidex.runners import warm_stages
+from ambidex.cli.main import leave
 root = Path({str(root)!r})
 deps = Deployments(connect(f"sqlite:///{{root / 'registry.db'}}"), store=ArtifactStore(root / 'artifacts'))
 launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
 with warm_stages():  # as `ambidex score` for a deployment with a Python model
     Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
         'bench', parse_window('2024-01-01/2024-01-02'), Path({str(inp)!r}), replace=True)
+leave(0)  # and it ends as the CLI does
 """
 
 
@@ -252,6 +254,7 @@ from ambidex.capture import Scorer, parse_window
 from ambidex.featurestore import export_window_for_r
 from ambidex.scoring import score_model
 from ambidex.runners import warm_stages
+from ambidex.cli.main import leave
 root = Path({str(root)!r})
 engine = connect(f"sqlite:///{{root / 'registry.db'}}")
 deps = Deployments(engine, store=ArtifactStore(root / 'artifacts'))
@@ -262,6 +265,7 @@ with warm_stages():  # as `ambidex score` for a deployment with a Python model
     Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
         'bench-fs', parse_window(window), root / 'sw' / 'input.csv', replace=True,
         input_ref='data_versions:' + ','.join(str(v) for v in written['data_versions']))
+leave(0)  # and it ends as the CLI does
 """
 
 
