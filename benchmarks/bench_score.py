@@ -217,6 +217,8 @@ from ambidex.capture import Scorer, parse_window
 from ambidex.scoring import score_model
 from ambidex.runners import warm_stages
 from ambidex.cli.main import leave
+from ambidex_stage._process import tune_gc
+tune_gc()  # as the CLI's entry point does
 root = Path({str(root)!r})
 deps = Deployments(connect(f"sqlite:///{{root / 'registry.db'}}"), store=ArtifactStore(root / 'artifacts'))
 launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
@@ -255,6 +257,8 @@ from ambidex.featurestore import export_window_for_r
 from ambidex.scoring import score_model
 from ambidex.runners import warm_stages
 from ambidex.cli.main import leave
+from ambidex_stage._process import tune_gc
+tune_gc()  # as the CLI's entry point does
 root = Path({str(root)!r})
 engine = connect(f"sqlite:///{{root / 'registry.db'}}")
 deps = Deployments(engine, store=ArtifactStore(root / 'artifacts'))

@@ -208,14 +208,18 @@ def _result_without_context(path, exc) -> None:
 
 
 def entry(argv=None) -> None:
-    """``python -m ambidex_stage.run``: run the stage and exit with its status. A built-in stage's process
-    ends without the interpreter's teardown (``_exit.leave``); a script's exits the usual way, since a
-    script may hold open files that only the teardown flushes."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    code = main(argv)
-    if _parse_args(argv).builtin:
-        from ._exit import leave
+    """``python -m ambidex_stage.run``: run the stage and exit with its status. A built-in stage runs with
+    fewer garbage-collector passes and its process ends without the interpreter's teardown
+    (``_process``); a script keeps Python's defaults and exits the usual way, since it may hold open
+    files that only the teardown flushes."""
+    from ._process import leave, tune_gc
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    builtin = "--builtin" in argv or any(a.startswith("--builtin=") for a in argv)
+    if builtin:
+        tune_gc()
+    code = main(argv)
+    if builtin:
         leave(code)
     sys.exit(code)
 

@@ -59,6 +59,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from ._exit import leave
+    from ._process import leave, tune_gc
 
-    leave(main())  # only built-in stages run here: no teardown needed (ambidex_stage._exit)
+    tune_gc()  # only built-in stages run here (ambidex_stage._process)
+    leave(main())

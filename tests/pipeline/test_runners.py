@@ -48,3 +48,22 @@ def test_a_failing_stage_is_judged_after_the_imports(tmp_path, monkeypatch):
     outcome = runners.run_stage(_launch(tmp_path, "def main(ctx):\n    raise ValueError('boom')\n"))
     assert outcome.exit_code == 1 and outcome.error is not None
     assert "boom" in outcome.stderr_path.read_text()
+
+
+def test_a_script_stage_keeps_pythons_garbage_collector_settings(tmp_path):
+    # built-in stages and the CLI space out the collector's passes (ambidex_stage._process); a project's script
+    # gets the interpreter as Python sets it up
+    outcome = runners.run_stage(_launch(tmp_path, "import gc\n\ndef main(ctx):\n    print(gc.get_threshold())\n"))
+    assert outcome.status == "ok"
+    assert outcome.stdout_path.read_text().strip() == str(__import__("gc").get_threshold())
+
+
+def test_the_cli_spaces_out_the_garbage_collector(tmp_path):
+    import subprocess
+
+    from ambidex_stage._process import GC_THRESHOLDS
+
+    code = ("import gc, sys\nimport ambidex.cli.main as m\nm.main = lambda: print(gc.get_threshold()) or 0\n"
+            "m.entry()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(GC_THRESHOLDS)
