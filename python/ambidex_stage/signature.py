@@ -140,6 +140,21 @@ def _float_ok(x):
         return False
 
 
+def _recode_categorical(s, levels: list):
+    """A categorical Series whose used labels are all text among ``levels``, re-coded to exactly ``levels``
+    by label (a table read or a window fetched is usually this already): no label is looked at row by row.
+    ``None`` when some used label is not text or not a level: the general path then says which."""
+    import numpy as np
+
+    cats = s.cat.categories
+    used = cats[np.unique(s.cat.codes.to_numpy()[s.cat.codes.to_numpy() >= 0])] if len(cats) else cats
+    if not all(isinstance(x, str) for x in used) or not set(used) <= set(levels):
+        return None
+    if s.cat.ordered:
+        s = s.cat.as_unordered()  # as pd.Categorical(labels, categories=levels) makes it
+    return s if list(cats) == levels else s.cat.set_categories(levels)
+
+
 def coerce_series(s, col: dict):
     """Convert one Series to the canonical dtype of contract column ``col`` losslessly, or raise.
 
@@ -231,27 +246,29 @@ def coerce_series(s, col: dict):
             raise _mismatch(name, ctype, s.iloc[0] if len(s) else None, f" (dtype {dt})")
     elif ctype == "category":
         levels = list(col.get("levels") or [])
-        if is_cat:
-            labels = s.astype(object).where(~missing, None)
-        elif text:
-            labels = s
-        else:
-            raise _mismatch(name, ctype, s.iloc[0] if len(s) else None, f" (dtype {dt})")
-        nonnull = labels[~missing]
-        bad = next((x for x in nonnull if not isinstance(x, str)), None)
-        if bad is not None:
-            raise _mismatch(name, ctype, bad, f" ({type(bad).__name__} is not a level label)")
-        unseen = ~nonnull.isin(levels)
-        if unseen.any():
-            lv = nonnull[unseen].iloc[0]
-            raise ContractError(
-                f"Column {name!r}: level {lv!r} is not one of the model's levels {levels[:20]}"
-                f"{' ...' if len(levels) > 20 else ''} ({int(unseen.sum())} row(s)).",
-                code="contract.unseen_level", column=name, level=lv,
-                hint="unseen_level is 'error' in contract version 1: map the value to a known level "
-                     "upstream, or retrain the model on data that has it.")
-        out = pd.Series(pd.Categorical(labels.astype(object).where(~missing, None), categories=levels),
-                        index=s.index)
+        out = _recode_categorical(s, levels) if is_cat else None
+        if out is None:
+            if is_cat:
+                labels = s.astype(object).where(~missing, None)
+            elif text:
+                labels = s
+            else:
+                raise _mismatch(name, ctype, s.iloc[0] if len(s) else None, f" (dtype {dt})")
+            nonnull = labels[~missing]
+            bad = next((x for x in nonnull if not isinstance(x, str)), None)
+            if bad is not None:
+                raise _mismatch(name, ctype, bad, f" ({type(bad).__name__} is not a level label)")
+            unseen = ~nonnull.isin(levels)
+            if unseen.any():
+                lv = nonnull[unseen].iloc[0]
+                raise ContractError(
+                    f"Column {name!r}: level {lv!r} is not one of the model's levels {levels[:20]}"
+                    f"{' ...' if len(levels) > 20 else ''} ({int(unseen.sum())} row(s)).",
+                    code="contract.unseen_level", column=name, level=lv,
+                    hint="unseen_level is 'error' in contract version 1: map the value to a known level "
+                         "upstream, or retrain the model on data that has it.")
+            out = pd.Series(pd.Categorical(labels.astype(object).where(~missing, None), categories=levels),
+                            index=s.index)
     elif ctype == "timestamp":
         if isinstance(dt, pd.DatetimeTZDtype):
             out = s.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")

@@ -232,6 +232,27 @@ def test_coerce_unseen_level_named():
     assert "'plan'" in ei.value.message and "'enterprise'" in ei.value.message
 
 
+@pytest.mark.parametrize("cats,ordered", [(["b", "a"], False), (["a", "b", "c"], False), (["a", "b", "c", "d"], True),
+                                          ([], False)])
+def test_a_categorical_is_recoded_by_label_as_its_labels_would_be(cats, ordered):
+    from ambidex_stage.signature import coerce_series
+
+    col = {"name": "c", "type": "category", "levels": ["a", "b", "c"], "nullable": True}
+    values = [v for v in ["b", "a", None, "b"] if v is None or v in cats]
+    s = pd.Series(pd.Categorical(values, categories=cats, ordered=ordered), index=range(10, 10 + len(values)))
+    got = coerce_series(s, col)
+    want = coerce_series(s.astype(object).where(s.notna(), None), col)  # the same labels as text
+    pd.testing.assert_series_equal(got, want)
+    assert list(got.cat.categories) == ["a", "b", "c"] and not got.cat.ordered
+
+
+def test_a_categorical_with_a_label_outside_the_levels_is_named():
+    s = pd.Series(pd.Categorical(["pro", "enterprise"]))
+    with pytest.raises(ContractError) as ei:
+        coerce_to_signature(pd.DataFrame({"x": [1.0, 2.0], "n": [1, 2], "plan": s}), SIG)
+    assert ei.value.code == "contract.unseen_level" and "'enterprise'" in ei.value.message
+
+
 # ------------------------------------------------------------------ property: random frames round-trip exactly
 
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
