@@ -206,26 +206,26 @@ def bench_r(rows: int) -> None:
 
 
 def _score_code(root: Path, inp: Path) -> str:
+    """What `ambidex score bench --window W --input CSV` does (cli.main.entry and cli.deploy.score): the
+    collector tuned, a Python interpreter started before the registry is opened, the scoring, the exit."""
     return f"""
-import sys
-sys.path.insert(0, {str(REPO / 'tests' / 'deploy')!r})
-from pathlib import Path
-from ambidex.db import connect
-from ambidex.artifacts import ArtifactStore
-from ambidex.deploy import Deployments
-from ambidex.capture import Scorer, parse_window
-from ambidex.scoring import score_model
-from ambidex.runners import warm_stages
-from ambidex.cli.main import leave
 from ambidex_stage._process import tune_gc
-tune_gc()  # as the CLI's entry point does
-root = Path({str(root)!r})
-deps = Deployments(connect(f"sqlite:///{{root / 'registry.db'}}"), store=ArtifactStore(root / 'artifacts'))
-launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
-with warm_stages():  # as `ambidex score` for a deployment with a Python model
+tune_gc()
+from ambidex.runners import warm_stages
+with warm_stages():
+    from pathlib import Path
+    from ambidex.db import connect
+    from ambidex.artifacts import ArtifactStore
+    from ambidex.deploy import Deployments
+    from ambidex.capture import Scorer, parse_window
+    from ambidex.scoring import score_model
+    root = Path({str(root)!r})
+    deps = Deployments(connect(f"sqlite:///{{root / 'registry.db'}}"), store=ArtifactStore(root / 'artifacts'))
+    launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
     Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
         'bench', parse_window('2024-01-01/2024-01-02'), Path({str(inp)!r}), replace=True)
-leave(0)  # and it ends as the CLI does
+from ambidex.cli.main import leave
+leave(0)
 """
 
 
@@ -246,30 +246,31 @@ print(time.perf_counter() - t)
 
 
 def _score_fs_code(root: Path) -> str:
-    """What `ambidex score bench-fs --window W` does: the window read from the feature store, then scored."""
+    """What `ambidex score bench-fs --window W` does: as ``_score_code``, the window read from the feature
+    store."""
     return f"""
-from pathlib import Path
-from ambidex.db import connect
-from ambidex.artifacts import ArtifactStore
-from ambidex.deploy import Deployments
-from ambidex.capture import Scorer, parse_window
-from ambidex.featurestore import export_window_for_r
-from ambidex.scoring import score_model
-from ambidex.runners import warm_stages
-from ambidex.cli.main import leave
 from ambidex_stage._process import tune_gc
-tune_gc()  # as the CLI's entry point does
-root = Path({str(root)!r})
-engine = connect(f"sqlite:///{{root / 'registry.db'}}")
-deps = Deployments(engine, store=ArtifactStore(root / 'artifacts'))
-window = '2024-01-01/2024-01-02'
-with warm_stages():  # as `ambidex score` for a deployment with a Python model
+tune_gc()
+from ambidex.runners import warm_stages
+with warm_stages():
+    from pathlib import Path
+    from ambidex.db import connect
+    from ambidex.artifacts import ArtifactStore
+    from ambidex.deploy import Deployments
+    from ambidex.capture import Scorer, parse_window
+    from ambidex.featurestore import export_window_for_r
+    from ambidex.scoring import score_model
+    root = Path({str(root)!r})
+    engine = connect(f"sqlite:///{{root / 'registry.db'}}")
+    deps = Deployments(engine, store=ArtifactStore(root / 'artifacts'))
+    window = '2024-01-01/2024-01-02'
     written = export_window_for_r(engine, 'churn_fs', window, root / 'sw' / 'input.csv')
     launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
     Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
         'bench-fs', parse_window(window), root / 'sw' / 'input.csv', replace=True,
         input_ref='data_versions:' + ','.join(str(v) for v in written['data_versions']))
-leave(0)  # and it ends as the CLI does
+from ambidex.cli.main import leave
+leave(0)
 """
 
 

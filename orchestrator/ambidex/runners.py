@@ -238,8 +238,10 @@ class _WarmPool:
     started with equals the stage's (the context path aside); otherwise it is stopped and the stage
     starts fresh, exactly as without it. Each is still one process per stage, measured by ``wait4``
     like any other (its CPU time and peak RSS include the imports done ahead; its wall time does not).
-    None is started on speculation: on two cores an interpreter nobody uses slows whatever runs beside
+    None is kept ready on speculation: on two cores an interpreter nobody uses slows whatever runs beside
     it (measured: a cycle whose stages were mostly R ran 10% slower with one kept ready throughout).
+    ``ambidex score`` starts one before it has read which models are live, since the orchestrator's own
+    start-up then uses one core only, and stops it as soon as the live revision has no Python model.
     """
 
     def __init__(self) -> None:
@@ -305,12 +307,13 @@ _WARM = _WarmPool()
 def warm_stages(python: str = sys.executable):
     """Start a Python interpreter now for the next built-in Python stage of this block, and stop it at the
     end if no stage took it. Use it where a built-in Python stage is known to come after some work of the
-    orchestrator's own (``ambidex score`` does, around reading the window). ``AMBIDEX_WARM_STAGES=0``
-    turns it off."""
+    orchestrator's own (``ambidex score`` does, around reading the window). Yields a function that stops
+    it at once, for a block that learns it will run no built-in Python stage after all.
+    ``AMBIDEX_WARM_STAGES=0`` turns it off."""
     if os.environ.get("AMBIDEX_WARM_STAGES", "1") != "0":
         _WARM.start(python)
     try:
-        yield
+        yield _WARM.stop_all
     finally:
         _WARM.stop_all()
 

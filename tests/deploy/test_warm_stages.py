@@ -122,7 +122,8 @@ def test_an_unused_warm_interpreter_exits_when_its_input_ends(tmp_path):
     assert p.wait(timeout=60) == 0
 
 
-def test_ambidex_score_starts_one_for_a_python_model_only(workspace, py_model_dir, r_model_dir, launched, capsys):
+def test_ambidex_score_uses_one_for_a_python_model_and_stops_it_for_r(workspace, py_model_dir, r_model_dir, launched,
+                                                                       capsys, monkeypatch):
     from ambidex.cli.main import main as run
 
     from .conftest import register
@@ -137,7 +138,12 @@ def test_ambidex_score_starts_one_for_a_python_model_only(workspace, py_model_di
     assert [a[-1] for a in launched] == ["ambidex_stage.warm"]  # the stage ran in it
     assert run(["deploy", "create", "r", "--champion", "churn_r:1", "--key", "customer_id"]) == 0
     launched.clear()
+    stopped = []
+    real_stop = runners._stop
+    monkeypatch.setattr(runners, "_stop", lambda proc: stopped.append(len(launched)) or real_stop(proc))
     assert run(["score", "r", "--window", "2024-06-01/2024-06-02", "--input", "in.csv"]) == 0
-    assert not any("ambidex_stage.warm" in a for a in launched) and launched  # R only: none started
+    # started before the live revision was read, stopped once it showed R only, before the R stage started
+    assert launched[0][-1] == "ambidex_stage.warm" and stopped[0] == 1
+    assert not any("ambidex_stage.warm" in a for a in launched[1:]) and len(launched) > 1
     assert runners._WARM.ready == {}
     capsys.readouterr()

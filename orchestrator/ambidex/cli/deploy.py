@@ -278,15 +278,19 @@ def score(deployment, window, input_csv, replace, dry_run, as_json):
     """
     import contextlib
 
-    from ..capture import parse_window
     from ..runners import warm_stages
 
-    c = _Ctx()
-    start, end = parse_window(window)
-    info = c.deps.show(deployment)
-    # a Python interpreter imports for the scoring stage while the window is read and checked
-    python = not dry_run and "python" in c.deps.languages(c.deps.live(deployment))
-    with warm_stages() if python else contextlib.nullcontext():
+    # a Python interpreter starts importing for the scoring stage at once (the orchestrator's own start-up
+    # uses one core): while the registry is opened, the live revision read and the window exported. It is
+    # stopped as soon as the live revision turns out to have no Python model.
+    with warm_stages() if not dry_run else contextlib.nullcontext() as stop:
+        from ..capture import parse_window
+
+        c = _Ctx()
+        start, end = parse_window(window)
+        info = c.deps.show(deployment)
+        if stop is not None and "python" not in c.deps.languages(c.deps.live(deployment)):
+            stop()
         _score(c, info, deployment, (start, end), window, input_csv, replace, dry_run, as_json)
 
 
