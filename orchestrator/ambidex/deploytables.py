@@ -116,7 +116,7 @@ predictions = sa.Table(
     sa.Column("score", sa.Double()),
     sa.Column("published", sa.Boolean(), nullable=False),
     sa.Column("features", LongText),
-    sa.Index(None, "entity_key"),
+    # no index on entity_key: labels are joined to a batch's rows through the labels' primary key (0006)
     **MYSQL_OPTS,
 )
 
