@@ -258,17 +258,14 @@ with warm_stages():
     from ambidex.artifacts import ArtifactStore
     from ambidex.deploy import Deployments
     from ambidex.capture import Scorer, parse_window
-    from ambidex.featurestore import export_window_for_r
-    from ambidex.scoring import score_model
+    from ambidex.scoring import score_model, stream_window
     root = Path({str(root)!r})
     engine = connect(f"sqlite:///{{root / 'registry.db'}}")
     deps = Deployments(engine, store=ArtifactStore(root / 'artifacts'))
-    window = '2024-01-01/2024-01-02'
-    written = export_window_for_r(engine, 'churn_fs', window, root / 'sw' / 'input.csv')
-    launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
-    Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
-        'bench-fs', parse_window(window), root / 'sw' / 'input.csv', replace=True,
-        input_ref='data_versions:' + ','.join(str(v) for v in written['data_versions']))
+    launch = lambda m, i, o, keep, **kw: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep, **kw)
+    scorer = Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub')
+    stream_window(scorer, engine, 'churn_fs', 'bench-fs', parse_window('2024-01-01/2024-01-02'),
+                  root / 'sw' / 'input.csv', replace=True)
 from ambidex.cli.main import leave
 leave(0)
 """

@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from . import deploytables as T
 from .deploy import Deployments, Member, VersionRef, assign_rows
 from .errors import DataError, UsageError
+from .scoring import InputFeed
 
 __all__ = ["ScoreReport", "Scorer", "parse_window", "record_labels", "predictions_with_labels"]
 
@@ -107,8 +108,13 @@ class Scorer:
         self.parallel = max(1, parallel)
 
     def score(self, name: str, window: tuple[dt.datetime, dt.datetime], input_csv: Path, *,
-              input_ref: str | None = None, replace: bool = False, dry_run: bool = False) -> ScoreReport:
-        """Score ``input_csv`` (the window's typed table) with every model of the live revision; capture; publish."""
+              input_ref: str | None = None, replace: bool = False, dry_run: bool = False,
+              feed: InputFeed | None = None) -> ScoreReport:
+        """Score ``input_csv`` (the window's typed table) with every model of the live revision; capture; publish.
+
+        With ``feed`` (``scoring.InputFeed``), ``input_csv`` is still being written (from the feature store)
+        when this is called: the Python models start on its first parts, the capture once it is complete,
+        and ``input_ref`` defaults to the data versions it was read from."""
         start, end = window
         with self.deps.engine.connect() as conn:
             dep = self.deps._deployment_row(conn, name)
@@ -121,11 +127,13 @@ class Scorer:
                     T.capture_batches.c.window_end == end))}
         input_csv = Path(input_csv)
         key = dep["entity_key"]
-        schema = self._check_input(input_csv, key, refs)
+        schema = self._check_input(input_csv, key, refs, feed.schema if feed is not None else None)
         report = ScoreReport(name, live.revision, start, end, int(schema.get("row_count") or 0), input_ref or "",
                              None)
         todo = {r.id for r in refs if replace or r.id not in done}
         pub_path = self.publish_dir / f"{_window_tag(start, end)}.csv"
+        if feed is not None and (dry_run or not todo and pub_path.exists()):
+            input_ref = input_ref or feed.input_ref()  # nothing to start early: the table is whole once this returns
         if not todo and pub_path.exists():
             report.input_ref = input_ref or f"sha256:{sha256_of(input_csv)}"
             report.published_path = str(pub_path)
@@ -145,12 +153,18 @@ class Scorer:
         canaries = [m for m in live.members if m.role == "canary"]
         expected = schema.get("row_count")
         runs = _ModelRuns(self.launcher, [(self.deps.folder(r), r) for r in refs if r.id in need], input_csv, work,
-                          key, self.parallel, self.chunk_size)
+                          key, self.parallel, self.chunk_size, feed)
         pub = _PublishWriter(pub_path, key)
         pool = ThreadPoolExecutor(max_workers=1)
         try:
+            if feed is not None:
+                # the Python models score the parts as they come; the capture starts once the table is complete
+                # (measured: capturing while the window is still read makes both slower, as both need the GIL)
+                input_ref = input_ref or feed.input_ref()
+                expected = self._check_input(input_csv, key, refs).get("row_count")
             # the models are starting (an interpreter and its imports take a second or more): hash meanwhile
             input_ref = report.input_ref = input_ref or f"sha256:{sha256_of(input_csv)}"
+            report.rows = int(expected or 0)
             # with canaries the published rows come from several models, so they are written by a thread of
             # their own (pyarrow releases the GIL); otherwise the champion's chunks are published as captured
             later = pool.submit(self._publish, pub, runs, name, live.members, refs, key, canaries) \
@@ -174,10 +188,13 @@ class Scorer:
                 raise DataError(f"The published models returned {rows} rows for {expected} input rows; nothing was "
                                 "published.", code="contract.invalid_table",
                                 hint="A model must return exactly one row per input row.")
-        except BaseException:
+        except BaseException as exc:
             pool.shutdown(wait=True)  # the publishing thread ends with the models' streams
             runs.close()
             pub.abort()
+            cause = feed.failure() if feed is not None else None
+            if cause is not None and cause is not exc:
+                raise cause from exc  # the table could not be read: that, not the stage it starved, is the error
             raise
         pool.shutdown(wait=True)
         runs.close()
@@ -186,10 +203,11 @@ class Scorer:
         return report
 
     # -- steps ---------------------------------------------------------------------------------------
-    def _check_input(self, input_csv: Path, key: str, refs: list[VersionRef]) -> dict:
+    def _check_input(self, input_csv: Path, key: str, refs: list[VersionRef], schema: dict | None = None) -> dict:
+        """The input's schema (``schema``, else its sidecar) after checking it has every column needed."""
         schema_path = input_csv.with_name(input_csv.stem + ".schema.json")
         try:
-            schema = json.loads(schema_path.read_text(encoding="utf-8"))
+            schema = schema if schema is not None else json.loads(schema_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise DataError(f"Input {input_csv} has no readable schema sidecar {schema_path.name}: {e}.",
                             code="data.invalid_input", hint="Export the window with the feature store.") from None
@@ -314,7 +332,7 @@ class _ModelRuns:
     shorter): the chunks its stage hands on while it scores, else its output file's once it ended."""
 
     def __init__(self, launcher: Launcher, models: list, input_csv: Path, work: Path, key: str, parallel: int,
-                 chunk_rows: int):
+                 chunk_rows: int, feed=None):
         import ambidex_stage.tables  # noqa: F401 - before the threads: the launchers and the capture import it,
         import ambidex_stage.validate  # noqa: F401 - and a package imported by two threads at once can deadlock
 
@@ -332,7 +350,8 @@ class _ModelRuns:
             shutil.rmtree(parts, ignore_errors=True)
             parts.mkdir(parents=True)  # asks a streaming stage to hand its chunks on (scoring.parts_dir)
             self.outs[ref.id] = out
-            self.futures[ref.id] = self.pool.submit(launcher, folder, input_csv, out, [key])
+            more = {"feed": feed} if feed is not None else {}  # the launcher passes it on to scoring.score_model
+            self.futures[ref.id] = self.pool.submit(launcher, folder, input_csv, out, [key], **more)
         # what the capture needs, loaded while the models start rather than when their first chunk is waiting
         import numpy  # noqa: F401
         import pyarrow.compute  # noqa: F401

@@ -63,9 +63,9 @@ class Services:
         deps = Deployments(reg.engine, store=reg.store, actor=reg.actor, notify=notifier)
         rscript = getattr(getattr(ws.settings, "r", None), "rscript", "Rscript")
 
-        def launch(model_dir, inp, out, keep=None, chunk_size=None):
+        def launch(model_dir, inp, out, keep=None, chunk_size=None, feed=None):
             return score_model(model_dir, inp, out, project_root=ws.root, work_dir=ws.state_dir / "scoring",
-                               keep=keep, chunk_size=chunk_size, rscript=rscript)
+                               keep=keep, chunk_size=chunk_size, rscript=rscript, feed=feed)
 
         smoke = SmokeTester(deps, lambda m, i, o: launch(m, i, o), workdir=ws.state_dir / "smoke")
         policy = pipeline.governance or getattr(ws.settings, "governance", None) or GovernanceSpec()
@@ -261,22 +261,23 @@ def step_score(svc: Services, state: WindowState) -> dict:
     from contextlib import nullcontext
 
     from .capture import Scorer
-    from .featurestore import Window, export_window_for_r
     from .runners import warm_stages
+    from .scoring import stream_window
 
     spec = svc.pipeline.deploy
     csv = svc.work_dir(state) / "input.csv"
     live = svc.live()
-    # a Python model's interpreter imports while the window is exported (as `ambidex score`)
-    with warm_stages() if live is not None and "python" in svc.deps.languages(live) else nullcontext():
-        written = export_window_for_r(svc.fs, svc.cycle.mart, Window(state.start, state.end), csv)
-        scorer = Scorer(svc.deps, lambda m, i, o, keep: svc.launch(m, i, o, keep, spec.chunk_size),
+    python = live is not None and "python" in svc.deps.languages(live)
+    # a Python model's interpreter imports while the window is exported, and scores its rows as they come
+    # (as `ambidex score`)
+    with warm_stages() if python else nullcontext():
+        scorer = Scorer(svc.deps, lambda m, i, o, keep, **kw: svc.launch(m, i, o, keep, spec.chunk_size, **kw),
                         workdir=svc.ws.state_dir / "scoring", chunk_size=spec.chunk_size,
                         publish_dir=Path(spec.publish_dir or svc.ws.state_dir / "published" / spec.name),
                         capture_features=spec.capture_features)
-        rep = scorer.score(spec.name, (state.start, state.end), csv,
-                           input_ref="data_versions:" + ",".join(str(v) for v in written.get("data_versions") or []))
+        rep = stream_window(scorer, svc.fs, svc.cycle.mart, spec.name, (state.start, state.end), csv, stream=python)
     csv.unlink(missing_ok=True)
+    csv.with_name(csv.stem + ".schema.json").unlink(missing_ok=True)
     return {"revision": rep.revision, "rows": rep.rows, "members": rep.members, "published": rep.published_path,
             "label_free": _scores_of_window(svc, state)}
 

@@ -57,12 +57,12 @@ from ambidex.fs_conform import content_hash
 from ambidex.fs_load import ingest
 from ambidex.fs_mart import init_featurestore
 from ambidex.fs_profiles import load_grids
-from ambidex.fs_read import export_window_for_r, read_transform, read_window
+from ambidex.fs_read import export_window_for_r, read_transform, read_window, window_schema
 from ambidex.fs_spec import ColumnSpec, LoadResult, MartSpec, SourceSpec, Window, parse_window
 
 __all__ = [
     "ColumnSpec", "SourceSpec", "MartSpec", "Window", "LoadResult", "init_featurestore", "parse_window",
-    "ingest", "read_window", "export_window_for_r", "check_transform_sql", "read_transform",
+    "ingest", "read_window", "export_window_for_r", "window_schema", "check_transform_sql", "read_transform",
     "record_inputs", "lineage", "list_marts", "list_data_versions", "show_data_version",
     "diff_data_versions", "content_hash", "prepare_churn", "load_grids", "run_inputs",
 ]

@@ -67,7 +67,8 @@ def _get_mart(bind, name: str) -> tuple[dict, MartSpec, dict]:
 
 
 class _connect:
-    """Use a given Connection as is, or open one from an Engine."""
+    """For reading: use a given Connection as is, or open one from an Engine whose transactions do not take
+    SQLite's write lock (``ambidex.db.reading``), so a read waits for no writer (a capture in progress, say)."""
 
     def __init__(self, bind):
         self.bind, self.conn = bind, None
@@ -75,7 +76,7 @@ class _connect:
     def __enter__(self):
         if isinstance(bind := self.bind, sa.Connection):
             return bind
-        self.conn = bind.connect()
+        self.conn = bind.connect().execution_options(ambidex_read_only=True)
         return self.conn
 
     def __exit__(self, *exc):
@@ -86,6 +87,6 @@ class _connect:
 def _dv_ids(engine, mart: str, versions: list[int]) -> list[int]:
     if not versions:
         return []
-    with engine.connect() as conn:
+    with _connect(engine) as conn:
         return sorted(conn.execute(sa.select(data_versions.c.id).where(
             data_versions.c.mart == mart, data_versions.c.version.in_(versions))).scalars())

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ambidex.errors import DataError
 from ambidex.fs_bind import _bind_values, _typed_text, check_transform_sql
 from ambidex.fs_catalog import record_inputs
-from ambidex.fs_mart import _dv_ids, _get_mart, _mart_tables
+from ambidex.fs_mart import _connect, _dv_ids, _get_mart, _mart_tables
 from ambidex.fs_spec import UTC, MartSpec, Window, _iso, parse_window
 from ambidex.fstables import data_versions, fs_marts
 from ambidex.sqlident import reflect_table, require_columns, validate_identifiers
@@ -165,7 +165,7 @@ def _mart_frames(engine: sa.Engine, name: str, window: Window | None, version: i
     dvs: set = set()
 
     def frames():
-        with engine.connect() as conn:
+        with _connect(engine) as conn:
             stmt = _resolve_rows(conn, spec, schema, mart_row, window, version, as_of, cols)
             order = [k for k in spec.key if k in cols] or ([spec.time_column] if spec.time_column in cols else [])
             if order:  # a stable, canonical row order on every backend
@@ -203,7 +203,7 @@ def read_transform(engine: sa.Engine, path: str | Path, window: Window | str | N
     text = Path(path).read_text(encoding="utf-8")
     names = check_transform_sql(text, declared=params or {}, what=f"Transform {Path(path).name}")
     values = _bind_values(names, window, params)
-    with engine.connect() as conn:
+    with _connect(engine) as conn:
         marts = [dict(r) for r in conn.execute(sa.select(fs_marts)).mappings()]
         used = [m for m in marts if re.search(rf"(?<![A-Za-z0-9_]){re.escape(m['name'])}(?![A-Za-z0-9_])", text)]
         result = conn.execute(_typed_text(text, names, conn.dialect, values), values)
@@ -254,7 +254,7 @@ def _live_dv_ids(engine, marts: list[dict], window: Window | None) -> list[int]:
     for m in marts:
         spec = MartSpec.model_validate_json(m["spec_json"])
         schema = json.loads(m["schema_json"] or '{"columns": {}}')
-        with engine.connect() as conn:
+        with _connect(engine) as conn:
             main, _ = _mart_tables(spec, schema)
             if spec.mode == "full":
                 q = sa.select(sa.func.max(main.c._dv))
@@ -266,6 +266,13 @@ def _live_dv_ids(engine, marts: list[dict], window: Window | None) -> list[int]:
             versions = [v for v in conn.execute(q).scalars() if v is not None]
         ids += _dv_ids(engine, m["name"], versions)
     return sorted(ids)
+
+
+def window_schema(engine: sa.Engine, name: str, columns: list[str] | None = None) -> dict:
+    """The schema sidecar (without its row count) that ``export_window_for_r`` writes for mart ``name``: known
+    before any row is read, for readers that start on the rows while they are exported."""
+    _, spec, schema = _get_mart(engine, name)
+    return _schema_sidecar(columns or list(schema["columns"]), schema, spec.key)
 
 
 def _schema_sidecar(columns, schema: dict, key: list[str] = (), rows: int = 0) -> dict:
@@ -282,12 +289,15 @@ def _schema_sidecar(columns, schema: dict, key: list[str] = (), rows: int = 0) -
 _EXPORT_CHUNK = 25_000
 
 
-def export_window_for_r(engine: sa.Engine, name: str, window: Window | str | None, csv_path: str | Path, **kw) -> dict:
+def export_window_for_r(engine: sa.Engine, name: str, window: Window | str | None, csv_path: str | Path, *,
+                        on_chunk=None, **kw) -> dict:
     """Write the rows of ``read_window(engine, name, window, **kw)`` as a typed CSV plus ``<name>.schema.json``.
 
     Returns the schema sidecar (contract/SPEC.md section 3) with ``data_versions`` added. A mart's
     rows stream from the database to the file in chunks (memory holds one chunk, and reading the
-    next chunk overlaps formatting this one); a transform's result is written whole.
+    next chunk overlaps formatting this one); a transform's result is written whole. ``on_chunk``
+    receives each chunk as a CSV of its own while the file is written (``write_table_chunks``), for a
+    reader that starts before the end (``scoring.InputFeed``).
     """
     from ambidex_stage.tables import prefetch, write_table, write_table_chunks  # the contract's one Python writer
 
@@ -297,13 +307,15 @@ def export_window_for_r(engine: sa.Engine, name: str, window: Window | str | Non
     if str(name).endswith(".sql"):
         df = read_window(engine, name, window, **kw)
         written = write_table(df, csv_path, schema=_schema_sidecar(df.columns, df.attrs["schema"], (), len(df)))
+        if on_chunk is not None:
+            on_chunk(csv_path.read_bytes(), len(df))
         return {**written, "data_versions": df.attrs["data_versions"]}
     run_id = kw.pop("run_id", None)
     kw.pop("params", None)
     _, spec, schema = _get_mart(engine, name)
     cols, frames, dvs = _mart_frames(engine, name, window, kw.get("version"), kw.get("as_of"), kw.get("columns"),
                                      chunk=_EXPORT_CHUNK)
-    written = write_table_chunks(prefetch(frames), csv_path, _schema_sidecar(cols, schema, spec.key))
+    written = write_table_chunks(prefetch(frames), csv_path, _schema_sidecar(cols, schema, spec.key), on_chunk=on_chunk)
     ids = _dv_ids(engine, name, sorted(dvs))
     if run_id is not None and ids:
         record_inputs(engine, run_id, ids)

@@ -312,10 +312,15 @@ def score(ctx) -> None:
     chunk's predictions are also handed on as they are made: ``part-000000.csv``, ``part-000001.csv``,
     ... in that folder, each a complete CSV with the output's header, appearing (by rename) only
     when written. Together they hold exactly the output's rows, in order.
+
+    With ``params.input_parts`` (set by the orchestrator when it starts the model while it still reads
+    the window from the feature store), the input is read from that folder part by part as the parts
+    appear (:func:`ambidex_stage.tables.read_parts`) instead of from the input's path; the context's
+    inline schema then gives the columns only.
     """
     import pandas as pd
 
-    from .tables import prefetch, read_table_chunks, write_table_chunks
+    from .tables import part_writer, prefetch, read_parts, read_table_chunks, write_table_chunks
 
     folder = ctx.input_model("model")
     manifest = read_manifest(folder)
@@ -334,7 +339,10 @@ def score(ctx) -> None:
     state = {"rows": 0, "extras": None}
 
     def predictions():
-        for df in prefetch(read_table_chunks(ctx.input_path("data"), chunk, in_schema)):
+        streamed = ctx.params.get("input_parts")
+        source = (read_parts(streamed, chunk) if streamed
+                  else read_table_chunks(ctx.input_path("data"), chunk, in_schema))
+        for df in prefetch(source):
             X, extras = coerce_to_signature(df, manifest["signature"]["inputs"])
             if state["extras"] is None:
                 state["extras"] = extras
@@ -349,30 +357,12 @@ def score(ctx) -> None:
     parts = ctx.params.get("parts_dir")
     write_table_chunks(predictions(), ctx.output_path(_single_output(ctx, "table", "predictions")),
                        {"contract_version": 1, "row_count": 0, "columns": cols},
-                       on_chunk=_part_writer(Path(parts)) if parts else None)
+                       on_chunk=part_writer(parts) if parts else None)
     extras = state["extras"] or []
     ctx.log_metric("n_rows", state["rows"])
     ctx.log_metric("extra_columns", len(extras))
     if extras:
         ctx.log_param("extra_columns", extras)
-
-
-def _part_writer(folder: Path):
-    """``on_chunk`` for :func:`write_table_chunks`: chunk i -> ``folder/part-<i:06d>.csv``, renamed into place
-    when complete (no fsync: a part only lives while the orchestrator reads it)."""
-    import os
-
-    folder.mkdir(parents=True, exist_ok=True)
-    count = [0]
-
-    def write(data: bytes, rows: int) -> None:
-        name = f"part-{count[0]:06d}.csv"
-        tmp = folder / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, folder / name)
-        count[0] += 1
-    return write
 
 
 def _now_utc() -> str:

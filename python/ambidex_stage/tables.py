@@ -512,6 +512,89 @@ def read_table_chunks(csv_path, chunk_rows: int = 100_000, schema: dict | None =
         raise _fail(path, None, None, f"the schema says row_count {schema['row_count']} but the CSV has {done} rows")
 
 
+def part_writer(folder, columns: list | None = None):
+    """``on_chunk`` for :func:`write_table_chunks`: chunk i -> ``folder/part-<i:06d>.csv``, renamed into place
+    when complete (no fsync: a part only lives while its reader reads it). With ``columns`` (the table's
+    schema columns) each part's own schema sidecar is written first, so :func:`read_parts` checks every
+    part as a typed table of its own."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = [0]
+
+    def put(path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def write(data: bytes, rows: int) -> None:
+        name = f"part-{count[0]:06d}"
+        if columns is not None:
+            sidecar = {"contract_version": 1, "row_count": int(rows), "columns": columns}
+            put(folder / f"{name}.schema.json", json.dumps(sidecar).encode("utf-8"))
+        put(folder / f"{name}.csv", data)
+        count[0] += 1
+    return write
+
+
+def read_parts(folder, chunk_rows: int = 100_000, poll: float = 0.005):
+    """A typed table read while it is written, as DataFrames of ``chunk_rows`` rows (the last may be
+    shorter; an empty table is one empty frame).
+
+    The writer hands it on in ``folder`` as :func:`part_writer` parts with sidecars, then writes ``END``
+    (``{"parts": n, "rows": m}``), or ``ABORT`` if it failed. Each part is read and checked (header,
+    types, its row count) as soon as it appears; the parts and rows counted must equal ``END``'s. A
+    reader whose parent process has gone (the writer's orchestrator died) stops with an error instead
+    of waiting for parts that will never come.
+    """
+    import time
+
+    import pandas as pd
+
+    folder = Path(folder)
+    parent = os.getppid()
+    i = rows = have = 0
+    held: list = []
+
+    def cut():
+        nonlocal held, have
+        whole = pd.concat(held, ignore_index=True) if len(held) > 1 else held[0].reset_index(drop=True)
+        out, rest = whole.iloc[:chunk_rows], whole.iloc[chunk_rows:]
+        held, have = ([rest] if len(rest) else []), len(rest)
+        return out
+
+    while True:
+        part = folder / f"part-{i:06d}.csv"
+        if part.is_file():
+            for df in read_table_chunks(part, chunk_rows):
+                held.append(df)
+                have += len(df)
+                rows += len(df)
+                while have >= chunk_rows:
+                    yield cut()
+            i += 1
+            continue
+        if (folder / "END").is_file():
+            if part.is_file():
+                continue  # written just before END
+            end = json.loads((folder / "END").read_text(encoding="utf-8"))
+            if end != {"parts": i, "rows": rows}:
+                raise ContractError(f"The table handed on in {folder} ended with {end}, but {i} part(s) of {rows} "
+                                    "rows arrived.", code="contract.invalid_table",
+                                    hint="Its writer must hand on every part before END (part_writer).")
+            break
+        if (folder / "ABORT").is_file():
+            raise ContractError(f"The writer of the table handed on in {folder} failed after {i} part(s); "
+                                "nothing more will come.", code="contract.invalid_table",
+                                hint="The orchestrator reports why the table could not be written.")
+        if os.getppid() != parent:
+            raise ContractError(f"The process writing the table handed on in {folder} has gone.",
+                                code="contract.invalid_table", hint="Run the scoring again.")
+        time.sleep(poll)
+    if held:
+        yield cut() if have else held[0]
+
+
 def prefetch(chunks, depth: int = 1):
     """Iterate ``chunks`` with a background thread producing up to ``depth`` items ahead (pyarrow's CSV
     parsing releases the GIL, so reading overlaps the consumer's work). The producer's exception is

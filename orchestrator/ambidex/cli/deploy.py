@@ -40,9 +40,9 @@ class _Ctx:
         rscript = getattr(getattr(ws.settings, "r", None), "rscript", "Rscript")
         work = ws.state_dir / "scoring"
 
-        def launch(model_dir, inp, out, keep=None, chunk_size=None):
+        def launch(model_dir, inp, out, keep=None, chunk_size=None, feed=None):
             return score_model(model_dir, inp, out, project_root=ws.root, work_dir=work, keep=keep,
-                               chunk_size=chunk_size, rscript=rscript)
+                               chunk_size=chunk_size, rscript=rscript, feed=feed)
 
         self.launch = launch
         self.smoke = SmokeTester(self.deps, lambda m, i, o: launch(m, i, o), workdir=ws.state_dir / "smoke")
@@ -289,33 +289,34 @@ def score(deployment, window, input_csv, replace, dry_run, as_json):
         c = _Ctx()
         start, end = parse_window(window)
         info = c.deps.show(deployment)
-        if stop is not None and "python" not in c.deps.languages(c.deps.live(deployment)):
+        python = "python" in c.deps.languages(c.deps.live(deployment))
+        if stop is not None and not python:
             stop()
-        _score(c, info, deployment, (start, end), window, input_csv, replace, dry_run, as_json)
+        _score(c, info, deployment, (start, end), window, input_csv, replace, dry_run, as_json, python)
 
 
-def _score(c, info, deployment, bounds, window, input_csv, replace, dry_run, as_json):
+def _score(c, info, deployment, bounds, window, input_csv, replace, dry_run, as_json, python):
     from ..deploy import DeploymentSpec
     from ..errors import UsageError
 
     start, end = bounds
     spec = info.get("spec") or {}
-    input_ref = None
-    if input_csv is None:
-        if not info["source"]:
-            raise UsageError(f"Deployment '{deployment}' has no source mart; pass --input CSV.",
-                             code="usage.no_source", hint="Or re-create it with --source MART.")
-        from ..featurestore import export_window_for_r
-
-        input_csv = c.ws.state_dir / "scoring" / deployment / f"input_{start:%Y%m%dT%H%M%SZ}.csv"
-        written = export_window_for_r(c.engine, info["source"], window, input_csv)
-        input_ref = "data_versions:" + ",".join(str(v) for v in written.get("data_versions") or [])
     chunk = int(spec.get("chunk_size") or DeploymentSpec.model_fields["chunk_size"].default)
-    scorer = c.Scorer(c.deps, lambda m, i, o, keep: c.launch(m, i, o, keep, chunk),
+    scorer = c.Scorer(c.deps, lambda m, i, o, keep, **kw: c.launch(m, i, o, keep, chunk, **kw),
                       workdir=c.ws.state_dir / "scoring", chunk_size=chunk,
                       publish_dir=Path(spec.get("publish_dir") or c.ws.state_dir / "published" / deployment),
                       capture_features=bool(spec.get("capture_features")))
-    rep = scorer.score(deployment, (start, end), input_csv, input_ref=input_ref, replace=replace, dry_run=dry_run)
+    if input_csv is not None:
+        rep = scorer.score(deployment, (start, end), input_csv, replace=replace, dry_run=dry_run)
+    elif not info["source"]:
+        raise UsageError(f"Deployment '{deployment}' has no source mart; pass --input CSV.",
+                         code="usage.no_source", hint="Or re-create it with --source MART.")
+    else:
+        from ..scoring import stream_window
+
+        input_csv = c.ws.state_dir / "scoring" / deployment / f"input_{start:%Y%m%dT%H%M%SZ}.csv"
+        rep = stream_window(scorer, c.engine, info["source"], deployment, (start, end), input_csv, stream=python,
+                            replace=replace, dry_run=dry_run)
     emit(rep, as_json, f"{deployment} revision {rep.revision}, window {start:%Y-%m-%d %H:%M}Z/{end:%Y-%m-%d %H:%M}Z: "
                        f"{rep.rows} rows; " + ", ".join(f"{m['role']} {m['model']} {m['status']}" for m in rep.members)
          + (f"\npublished: {rep.published_path}" if rep.published_path else ""))
