@@ -170,8 +170,12 @@ _MEANWHILE = ["pandas", "pyarrow.csv", "pyarrow.compute", "jsonschema", "ambidex
 
 
 def _import_meanwhile(waiter: threading.Thread) -> None:
+    """Only on the main thread: stages run by worker threads (scoring several models, smoke cases) must not
+    import beside a main thread that may be importing the same packages."""
     import importlib
 
+    if threading.current_thread() is not threading.main_thread():
+        return
     while _MEANWHILE and waiter.is_alive():
         name = _MEANWHILE.pop(0)
         try:

@@ -67,3 +67,14 @@ def test_the_cli_spaces_out_the_garbage_collector(tmp_path):
             "m.entry()\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(GC_THRESHOLDS)
+
+
+def test_a_stage_run_by_a_worker_thread_imports_nothing_meanwhile(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(runners, "_MEANWHILE", ["amb_test_never"])
+    done = {}
+    t = threading.Thread(target=lambda: done.update(o=runners.run_stage(_launch(tmp_path, "def main(ctx):\n    pass\n"))))
+    t.start()
+    t.join(120)
+    assert done["o"].status == "ok" and runners._MEANWHILE == ["amb_test_never"]
