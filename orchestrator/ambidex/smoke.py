@@ -3,7 +3,9 @@
 Positive cases are scored in ONE fresh process (Python by ``ambidex_stage``, R by ``Rscript`` and
 the R package, via the injected launcher, by default :func:`ambidex.scoring.score_folder`); each
 must reproduce the recorded prediction and score within ``golden.tolerance``. Each negative case is
-scored in its own process and must be refused with the documented error code. The output must have
+scored in its own process and must be refused with the documented error code; these processes run
+side by side (as many at once as there are cores). A score stage checks its input against the
+signature before it loads the model, so a refused case does not wait for the model's libraries. The output must have
 the contract's columns, one row per input row, and (classification) scores in [0, 1] and
 predictions among the target's levels. The result, with load time and latency, is stored in
 ``smoke_results`` bound to the manifest's sha256 and evented in the same transaction.
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -188,7 +192,11 @@ class SmokeTester:
         if self.workdir:
             self.workdir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="smoke-", dir=self.workdir))
+        negative = golden.get("negative") or []
+        # the positive cases' process and each negative case's run side by side (each is one process)
+        pool = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 1 + len(negative))))
         try:
+            refused = [pool.submit(self._negative, folder, sig, i, case, tmp) for i, case in enumerate(negative)]
             positive = golden.get("positive") or []
             if not positive:
                 result.cases.append(SmokeCase("positive", 0, False, "the manifest has no positive golden examples"))
@@ -206,9 +214,9 @@ class SmokeTester:
                     result.cases += check_output(rows, len(positive), columns, manifest)
                 except AmbidexError as e:
                     result.cases.append(SmokeCase("positive", 0, False, f"scoring failed: [{e.code}] {e.message}"))
-            for i, case in enumerate(golden.get("negative") or []):
-                result.cases.append(self._negative(folder, sig, i, case, tmp))
+            result.cases += [f.result() for f in refused]
         finally:
+            pool.shutdown(wait=True)
             shutil.rmtree(tmp, ignore_errors=True)
         result.passed = all(c.passed for c in result.cases)
         if record:

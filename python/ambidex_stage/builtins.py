@@ -13,6 +13,7 @@ Conventions (shared with the R SDK):
 """
 from __future__ import annotations
 
+import itertools
 import math
 import platform
 import re
@@ -324,7 +325,6 @@ def score(ctx) -> None:
 
     folder = ctx.input_model("model")
     manifest = read_manifest(folder)
-    payload = load_payload(folder, manifest)
     in_schema = ctx.input_schema("data")
     names = [c["name"] for c in in_schema["columns"]]
     keep = list(ctx.params.get("keep") or [])
@@ -338,12 +338,25 @@ def score(ctx) -> None:
     cols = [by_name[k] for k in keep] + list(manifest["signature"]["outputs"])
     state = {"rows": 0, "extras": None}
 
+    streamed = ctx.params.get("input_parts")
+    chunks = prefetch(read_parts(streamed, chunk) if streamed
+                      else read_table_chunks(ctx.input_path("data"), chunk, in_schema))
+    try:
+        # the first chunk is checked against the signature before the model loads (unpickling it imports
+        # scikit-learn): a refused input (a smoke test's negative case, say) fails at once
+        first = next(chunks, None)
+        if first is None:
+            raise ContractError("The input table came without a single chunk, not even an empty one.",
+                                code="contract.invalid_table", hint="Its writer must hand on at least one part.")
+        checked = [coerce_to_signature(first, manifest["signature"]["inputs"])]
+        payload = load_payload(folder, manifest)
+    except BaseException:
+        chunks.close()
+        raise
+
     def predictions():
-        streamed = ctx.params.get("input_parts")
-        source = (read_parts(streamed, chunk) if streamed
-                  else read_table_chunks(ctx.input_path("data"), chunk, in_schema))
-        for df in prefetch(source):
-            X, extras = coerce_to_signature(df, manifest["signature"]["inputs"])
+        for df in itertools.chain([first], chunks):
+            X, extras = checked.pop() if checked else coerce_to_signature(df, manifest["signature"]["inputs"])
             if state["extras"] is None:
                 state["extras"] = extras
             p, s = _predict_frame(payload, X, levels, task)

@@ -19,6 +19,33 @@
 #' }
 load_model_payload <- function(folder) {
   folder <- normalizePath(folder, mustWork = FALSE)
+  load_verified_payload(folder, verified_manifest(folder))
+}
+
+#' The second half of load_model_payload(): the model's packages, then readRDS(), for a manifest that
+#' verified_manifest() returned for this folder.
+#' @noRd
+load_verified_payload <- function(folder, manifest) {
+  folder <- normalizePath(folder, mustWork = FALSE)
+  rt <- manifest$runtime
+  payload <- model_file_path(folder, rt$payload)
+  missing <- names(rt$packages)[!vapply(names(rt$packages), requireNamespace, logical(1), quietly = TRUE)]
+  if (length(missing)) {
+    amb_abort("stage.runtime_missing",
+              paste0("The model needs R package(s) not installed: ", paste(missing, collapse = ", "), "."),
+              paste0("Install them: apt-get install ", paste0("r-cran-", tolower(missing), collapse = " "), "."))
+  }
+  model <- readRDS(payload)
+  attr(model, "manifest") <- manifest
+  model
+}
+
+#' The manifest of a model folder, validated, with every listed file checked against its sha256, the
+#' format and the R version checked: everything load_model_payload() does before it loads the model's
+#' packages and deserialises the payload (a caller may check its input against the signature between).
+#' @noRd
+verified_manifest <- function(folder) {
+  folder <- normalizePath(folder, mustWork = FALSE)
   manifest_path <- file.path(folder, "model.json")
   manifest <- json_read(manifest_path, code = "contract.invalid_manifest")
   validate_document("model", manifest)
@@ -29,22 +56,14 @@ load_model_payload <- function(folder) {
                      rt$language, "', format '", rt$format, "'."),
               "A model is scored by the runtime that produced it: score this one with the Python SDK.")
   }
-  payload <- model_file_path(folder, rt$payload)
+  model_file_path(folder, rt$payload)
   verify_model_files(folder, manifest)
   if (getRversion() < package_version(rt$min_language_version)) {
     amb_abort("stage.runtime_missing",
               paste0("The model needs R >= ", rt$min_language_version, "; this is R ", getRversion(), "."),
               "Upgrade R on this host.")
   }
-  missing <- names(rt$packages)[!vapply(names(rt$packages), requireNamespace, logical(1), quietly = TRUE)]
-  if (length(missing)) {
-    amb_abort("stage.runtime_missing",
-              paste0("The model needs R package(s) not installed: ", paste(missing, collapse = ", "), "."),
-              paste0("Install them: apt-get install ", paste0("r-cran-", tolower(missing), collapse = " "), "."))
-  }
-  model <- readRDS(payload)
-  attr(model, "manifest") <- manifest
-  model
+  manifest
 }
 
 model_file_path <- function(folder, rel) {
