@@ -7,7 +7,8 @@ the same computational work for window W, in the same order, with the same model
             (exactly what config/stages/load_wa_churn.R computes), read back with pandas
   bootstrap (first window) train both candidates on the 12 labelled months before the hold-out,
             score the hold-out with each, keep the lower mean log-loss as champion
-  score     window W with the live models (champion, plus the previous champion as shadow for one
+  score     window W with the live models (champion, the other runtime's model in shadow, plus the
+            previous champion as shadow for one
             window after a switch); predictions to SQLite with executemany
   labels    the labels of W-1 to SQLite (executemany), joined to its predictions; AUC per model
             (ambidex.kpi.measure_kpi)
@@ -104,7 +105,8 @@ class Bare:
             self.rscript.write_text(R_CODE)
         self.meta_path = self.dir / "state.json"
         self.meta = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {
-            "versions": {"churn_r": [], "churn_py": []}, "champion": None, "shadow": None, "trained_at": None,
+            "versions": {"churn_r": [], "churn_py": []}, "champion": None, "shadow": None, "standing": [],
+            "trained_at": None,
             "train_window": None}
         self.db = sqlite3.connect(self.dir / "predictions.db")
         self.db.execute("CREATE TABLE IF NOT EXISTS predictions (window_start TEXT, entity_key TEXT, model TEXT, "
@@ -223,6 +225,8 @@ class Bare:
             out["promotion"] = self.timed("evaluate", self.evaluate, k - LABEL_DELAY, new)
         if had_shadow and self.meta.get("shadow") == had_shadow:  # scored for one window after the switch
             self.meta["shadow"] = None
+            if _lang(had_shadow) != _lang(self.meta["champion"]) and not self.meta["standing"]:
+                self.meta["standing"] = [had_shadow]  # the old champion stays as the other runtime's shadow
         out["champion"] = self.meta["champion"]
         self.meta_path.write_text(json.dumps(self.meta))
         self.db.close()
@@ -238,11 +242,15 @@ class Bare:
         new = self.train(k - LABEL_DELAY)
         losses = self.holdout_losses(k - LABEL_DELAY, new)
         self.meta["champion"] = min(new, key=lambda lab: (float(losses[lab].mean()), lab))
+        other = [lab for lab in new if _lang(lab) != _lang(self.meta["champion"])]
+        # as ambidex: the other runtime's best model scores beside the champion in shadow
+        self.meta["standing"] = [min(other, key=lambda lab: (float(losses[lab].mean()), lab))] if other else []
         self.meta["trained_at"] = k
 
     def score_window(self, k: int) -> None:
         df = self.window(k)
-        live = [self.meta["champion"]] + ([self.meta["shadow"]] if self.meta.get("shadow") else [])
+        live = ([self.meta["champion"]] + ([self.meta["shadow"]] if self.meta.get("shadow") else [])
+                + self.meta.get("standing", []))
         w = str((CYCLE_START + pd.DateOffset(months=k)).date())
         keys = df[KEY].astype(str).tolist()
         with self.db:
@@ -282,9 +290,15 @@ class Bare:
         dec = decide_promotion(losses[champ], {lab: v for lab, v in losses.items() if lab != champ},
                                z_min=1.645, min_gain=0.002)
         if dec.promote:
-            self.meta.update(shadow=champ, champion=dec.winner)
+            covered = {_lang(dec.winner), _lang(champ)}
+            self.meta.update(shadow=champ, champion=dec.winner,
+                             standing=[s for s in self.meta.get("standing", []) if _lang(s) not in covered])
         return {"promote": dec.promote, "winner": dec.winner, "best": dec.best_challenger, "n": len(losses[champ]),
                 "contestants": len(losses)}
+
+
+def _lang(label: str) -> str:
+    return "r" if label.startswith("churn_r") else "python"
 
 
 def main(argv=None) -> int:

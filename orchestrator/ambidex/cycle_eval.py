@@ -59,6 +59,37 @@ def model_ref(svc, v: dict):
     return resolve_model(svc.engine, f"{v['model']}:{v['version']}")
 
 
+def _language(svc, label: str) -> str | None:
+    from .monitor import resolve_model
+
+    return (resolve_model(svc.engine, label).manifest.get("runtime") or {}).get("language")
+
+
+def standing_shadows(svc, champion: str, ev: dict, *, live=None, also: tuple = ()) -> list:
+    """One shadow per trained runtime other than the champion's (and ``also``'s): R and Python models are
+    both scored and captured on every window, whichever one is champion. At the cold start (``live`` None)
+    it is that runtime's best model on the hold-out; later the live revision's shadow of that runtime is
+    kept (a version already deployed: no gate to pass again)."""
+    from .deploy import Member
+
+    seen = {_language(svc, champion)} | {_language(svc, a) for a in also}
+    out = []
+    if live is not None:
+        for m in live.members:
+            lang = _language(svc, m.label) if m.role == "shadow" and m.label not in (champion, *also) else None
+            if lang is not None and lang not in seen:
+                seen.add(lang)
+                out.append(Member(m.model, m.version, "shadow"))
+        return out
+    models = {k: v for k, v in (ev.get("models") or {}).items() if v.get("mean_loss") is not None}
+    for label in sorted(models, key=lambda k: (models[k]["mean_loss"], k)):
+        lang = models[label].get("language")
+        if lang is not None and lang not in seen:
+            seen.add(lang)
+            out.append(Member(*split_label(label), "shadow"))
+    return out
+
+
 def champion_ref(svc):
     from .monitor import resolve_model
 
@@ -425,7 +456,8 @@ def _contest_summary(ev: dict) -> dict:
 
 def step_switch(svc, state: WindowState) -> dict:
     """Blue-green: the winner becomes champion in one CAS revision, the old champion stays as shadow for one
-    window (rollback); otherwise the champion is kept and a shadow kept from the last switch is retired."""
+    window (rollback); otherwise the champion is kept and a shadow kept from the last switch is retired.
+    Every revision keeps one shadow of each other runtime (``standing_shadows``)."""
     from .deploy import Member
 
     ev, gate = state.details["evaluate"], state.details["gate"]
@@ -436,7 +468,8 @@ def step_switch(svc, state: WindowState) -> dict:
         t = ev["tests"][ev["winner"]]
         if champ != ev["winner"]:  # a resumed run may find the switch already done
             live = svc.deps.promote(svc.deployment, [Member(*split_label(ev["winner"]), "champion"),
-                                                     Member(*split_label(champ), "shadow")],
+                                                     Member(*split_label(champ), "shadow")]
+                                    + standing_shadows(svc, ev["winner"], ev, live=live, also=(champ,)),
                                     expected_revision=live.revision,
                                     reason=f"cycle {state.tag}: {ev['winner']} beats {champ} on the hold-out "
                                            f"(gain {t['gain']:.2%}, z {t['z']:.2f})")
@@ -455,11 +488,15 @@ def step_switch(svc, state: WindowState) -> dict:
         return {**out, "revision": live.revision, "note": "the cold start deployed the champion"}
     shadows = [m for m in live.members if m.role == "shadow"]
     if shadows and (live.reason or "").startswith("cycle "):
-        kept = [m for m in live.members if m.role != "shadow"]
-        live = svc.deps.promote(svc.deployment, kept, expected_revision=live.revision,
-                                reason=f"cycle {state.tag}: retire {', '.join(m.label for m in shadows)} "
-                                       "(kept as shadow one window for rollback)")
-        out["retired"] = [m.label for m in shadows]
+        # the old champion kept for rollback goes, unless it is the one shadow of the other runtime
+        standing = standing_shadows(svc, champ, ev, live=live)
+        retired = [m for m in shadows if m.label not in {s.label for s in standing}]
+        if retired:
+            kept = [m for m in live.members if m.role != "shadow"] + standing
+            live = svc.deps.promote(svc.deployment, kept, expected_revision=live.revision,
+                                    reason=f"cycle {state.tag}: retire {', '.join(m.label for m in retired)} "
+                                           "(kept as shadow one window for rollback)")
+            out["retired"] = [m.label for m in retired]
     if ev.get("promote"):
         why = f"keep {champ}: {ev['winner']} won the contest but the gate refused it: {gate.get('why')}"
     elif ev.get("tests"):

@@ -230,15 +230,20 @@ def step_bootstrap(svc: Services, state: WindowState) -> dict:
     from .deploy import Member
 
     spec = svc.pipeline.deploy
-    rev = svc.deps.create(spec.name, [Member(*E.split_label(best), "champion")], entity_key=spec.entity_key,
-                          source=spec.source or svc.cycle.mart, spec=spec.model_dump(),
-                          reason=f"cycle: cold start at {state.tag}, best hold-out loss")
+    # the best model of each other runtime scores beside it in shadow: R and Python both live from the start
+    shadows = E.standing_shadows(svc, best, ev)
+    rev = svc.deps.create(spec.name, [Member(*E.split_label(best), "champion")] + shadows,
+                          entity_key=spec.entity_key, source=spec.source or svc.cycle.mart, spec=spec.model_dump(),
+                          reason=f"cycle: cold start at {state.tag}, best hold-out loss"
+                                 + "".join(f"; {m.label} in shadow" for m in shadows))
     E.freeze_benchmark(svc, best, ev)
     losses = {k: v["mean_loss"] for k, v in ev["models"].items()}
     return {**ev, "trained": trained, "revision": rev.revision, "_decisions": [{
         "kind": "cold_start", "winner": best, "revision": rev.revision,
         "reasons": {"summary": f"cold start: {best} has the lowest mean hold-out loss "
-                               f"({losses[best]:.4f}) of {len(losses)} candidate(s)", "losses": losses,
+                               f"({losses[best]:.4f}) of {len(losses)} candidate(s)"
+                               + "".join(f"; {m.label} scores beside it in shadow" for m in shadows),
+                    "losses": losses, "shadows": [m.label for m in shadows],
                     "failures": trained["failures"], "holdout": ev["holdout"]}}]}
 
 

@@ -31,6 +31,13 @@ def test_cold_start_then_catch_up_in_order(finished_loop):
         cold = [d for d in decs if d["kind"] == "cold_start"]
         assert len(cold) == 1 and cold[0]["revision"] == 1 and cold[0]["winner"].startswith("loop-")
         assert set(cold[0]["reasons"]["losses"]) == {"loop-py:1", "loop-r:1"}  # both runtimes trained and scored
+        # the other runtime's model went live beside the champion, in shadow
+        assert cold[0]["reasons"]["shadows"] == list({"loop-py:1", "loop-r:1"} - {cold[0]["winner"]})
+        from ambidex.deploy import Deployments
+
+        first = Deployments(ws.registry().engine).history("loop-live")[0]
+        assert [(m.label, m.role) for m in first.members] == [(cold[0]["winner"], "champion"),
+                                                              (cold[0]["reasons"]["shadows"][0], "shadow")]
         revs = ws.registry().engine  # noqa: F841
         assert all(w["status"] == "finished" and w["config_hash"] for w in windows(ws.registry().engine, "loop"))
         assert (root / ".ambidex" / "reports" / "loop" / "2024-03-01.html").is_file()
@@ -56,9 +63,12 @@ def test_promotion_is_recorded_with_its_reasons_and_blue_kept_as_shadow(finished
         assert "cycle.promote" in kinds and "cycle.cold_start" in kinds and "cycle.retrain" in kinds
         from ambidex.deploy import Deployments
 
-        live = Deployments(engine).live("loop-live")
+        deps = Deployments(engine)
+        live = deps.live("loop-live")
         assert live.champion.label == p["winner"]
-        assert [m.role for m in live.members] == ["champion", "shadow"]  # blue kept one window for rollback
+        assert [m.role for m in live.members][0] == "champion" and {m.role for m in live.members[1:]} == {"shadow"}
+        assert p["champion"] in [m.label for m in live.members[1:]]  # blue kept one window for rollback
+        assert deps.languages(live) == {"python", "r"}  # and both runtimes still live
         if len(promotes) > 1:  # the contest also saw the previous versions (M_T-1)
             assert len(p["reasons"]["contest"]["models"]) > 2
     finally:
@@ -78,10 +88,12 @@ def test_keep_when_the_challenger_is_not_better_enough(loop_copy):
         assert keep["reasons"]["summary"].startswith("keep ") and "gain >= 0.99" in keep["reasons"]["summary"]
         assert keep["reasons"]["contest"]["tests"]
         assert keep["winner"] is None and keep["reasons"]["best_challenger"]
-        # the shadow kept for rollback since March is retired now
+        # the shadow kept for rollback since March is retired now; one shadow of the other runtime stays
         from ambidex.deploy import Deployments
 
-        assert [m.role for m in Deployments(engine).live("loop-live").members] == ["champion"]
+        live = Deployments(engine).live("loop-live")
+        assert [m.role for m in live.members] == ["champion", "shadow"]
+        assert Deployments(engine).languages(live) == {"python", "r"}
         wins = windows(engine, "loop")
         assert wins[-1]["config_hash"] != wins[0]["config_hash"]
     finally:
@@ -187,7 +199,8 @@ def test_crash_at_a_step_resumes_from_the_last_completed_step(workspace, project
     assert ("ingest", "skipped") in seen and ("bootstrap", "skipped") in seen and ("score", "start") in seen
     after = counts(engine)
     assert after["model_versions"] == before["model_versions"] == 2  # nothing trained twice
-    assert after["deployment_revisions"] == 1 and after["capture_batches"] == 1  # one set of predictions
+    # one set of predictions per live model: the champion and the other runtime's shadow
+    assert after["deployment_revisions"] == 1 and after["capture_batches"] == 2
     assert windows(engine, "crash")[0]["attempts"] == 2
 
 
