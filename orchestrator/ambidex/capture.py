@@ -134,6 +134,7 @@ class Scorer:
         pub_path = self.publish_dir / f"{_window_tag(start, end)}.csv"
         if feed is not None and (dry_run or not todo and pub_path.exists()):
             input_ref = input_ref or feed.input_ref()  # nothing to start early: the table is whole once this returns
+            report.rows = int(self._check_input(input_csv, key, refs).get("row_count") or 0)
         if not todo and pub_path.exists():
             report.input_ref = input_ref or f"sha256:{sha256_of(input_csv)}"
             report.published_path = str(pub_path)
@@ -189,10 +190,12 @@ class Scorer:
                                 "published.", code="contract.invalid_table",
                                 hint="A model must return exactly one row per input row.")
         except BaseException as exc:
+            # a failed export has marked its parts ABORT (or removed them), so the models reading them stop;
+            # then the streams and the processes end
+            cause = feed.failure() if feed is not None else None
             pool.shutdown(wait=True)  # the publishing thread ends with the models' streams
             runs.close()
             pub.abort()
-            cause = feed.failure() if feed is not None else None
             if cause is not None and cause is not exc:
                 raise cause from exc  # the table could not be read: that, not the stage it starved, is the error
             raise

@@ -229,13 +229,27 @@ def step_bootstrap(svc: Services, state: WindowState) -> dict:
     best = ev["best"]
     from .deploy import Member
 
+    from .errors import CheckFailed
+    from .governance import GovernanceError
+
     spec = svc.pipeline.deploy
-    # the best model of each other runtime scores beside it in shadow: R and Python both live from the start
+    # the best model of each other runtime scores beside it in shadow: R and Python both live from the start,
+    # unless a gate (smoke test, approval, KPI floor) refuses them: then the champion goes live alone
     shadows = E.standing_shadows(svc, best, ev)
-    rev = svc.deps.create(spec.name, [Member(*E.split_label(best), "champion")] + shadows,
-                          entity_key=spec.entity_key, source=spec.source or svc.cycle.mart, spec=spec.model_dump(),
-                          reason=f"cycle: cold start at {state.tag}, best hold-out loss"
-                                 + "".join(f"; {m.label} in shadow" for m in shadows))
+    refused = None
+
+    def create(members):
+        return svc.deps.create(spec.name, [Member(*E.split_label(best), "champion")] + members,
+                               entity_key=spec.entity_key, source=spec.source or svc.cycle.mart,
+                               spec=spec.model_dump(), reason=f"cycle: cold start at {state.tag}, best hold-out loss"
+                               + "".join(f"; {m.label} in shadow" for m in members))
+    try:
+        rev = create(shadows)
+    except (CheckFailed, GovernanceError) as e:
+        if not shadows:
+            raise
+        refused, shadows = f"{', '.join(m.label for m in shadows)} not deployed in shadow: {e.message}", []
+        rev = create(shadows)
     E.freeze_benchmark(svc, best, ev)
     losses = {k: v["mean_loss"] for k, v in ev["models"].items()}
     return {**ev, "trained": trained, "revision": rev.revision, "_decisions": [{
@@ -243,7 +257,7 @@ def step_bootstrap(svc: Services, state: WindowState) -> dict:
         "reasons": {"summary": f"cold start: {best} has the lowest mean hold-out loss "
                                f"({losses[best]:.4f}) of {len(losses)} candidate(s)"
                                + "".join(f"; {m.label} scores beside it in shadow" for m in shadows),
-                    "losses": losses, "shadows": [m.label for m in shadows],
+                    "losses": losses, "shadows": [m.label for m in shadows], "shadow_refused": refused,
                     "failures": trained["failures"], "holdout": ev["holdout"]}}]}
 
 

@@ -315,7 +315,11 @@ def export_window_for_r(engine: sa.Engine, name: str, window: Window | str | Non
     _, spec, schema = _get_mart(engine, name)
     cols, frames, dvs = _mart_frames(engine, name, window, kw.get("version"), kw.get("as_of"), kw.get("columns"),
                                      chunk=_EXPORT_CHUNK)
-    written = write_table_chunks(prefetch(frames), csv_path, _schema_sidecar(cols, schema, spec.key), on_chunk=on_chunk)
+    chunks = prefetch(frames)
+    try:
+        written = write_table_chunks(chunks, csv_path, _schema_sidecar(cols, schema, spec.key), on_chunk=on_chunk)
+    finally:
+        chunks.close()  # on a failure too: its thread and the cursor's connection end now, not at collection
     ids = _dv_ids(engine, name, sorted(dvs))
     if run_id is not None and ids:
         record_inputs(engine, run_id, ids)

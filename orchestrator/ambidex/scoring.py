@@ -89,7 +89,10 @@ class InputFeed:
                 self._mark("END", {"parts": self.parts, "rows": self.rows})
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
                 self.error = exc
-                self._mark("ABORT", {"error": type(exc).__name__})
+                try:
+                    self._mark("ABORT", {"error": type(exc).__name__})
+                except OSError:  # a full disk, say: without the folder, its readers stop all the same
+                    shutil.rmtree(self.folder, ignore_errors=True)
             finally:
                 self._done.set()
 

@@ -18,6 +18,7 @@ import math
 import platform
 import re
 import shutil
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -339,7 +340,8 @@ def score(ctx) -> None:
     state = {"rows": 0, "extras": None}
 
     streamed = ctx.params.get("input_parts")
-    chunks = prefetch(read_parts(streamed, chunk) if streamed
+    waiting = threading.Event()  # set to stop a read that waits for parts, when this stage fails first
+    chunks = prefetch(read_parts(streamed, chunk, stop=waiting) if streamed
                       else read_table_chunks(ctx.input_path("data"), chunk, in_schema))
     try:
         # the first chunk is checked against the signature before the model loads (unpickling it imports
@@ -351,6 +353,7 @@ def score(ctx) -> None:
         checked = [coerce_to_signature(first, manifest["signature"]["inputs"])]
         payload = load_payload(folder, manifest)
     except BaseException:
+        waiting.set()
         chunks.close()
         raise
 

@@ -537,15 +537,16 @@ def part_writer(folder, columns: list | None = None):
     return write
 
 
-def read_parts(folder, chunk_rows: int = 100_000, poll: float = 0.005):
+def read_parts(folder, chunk_rows: int = 100_000, poll: float = 0.005, stop=None):
     """A typed table read while it is written, as DataFrames of ``chunk_rows`` rows (the last may be
     shorter; an empty table is one empty frame).
 
     The writer hands it on in ``folder`` as :func:`part_writer` parts with sidecars, then writes ``END``
     (``{"parts": n, "rows": m}``), or ``ABORT`` if it failed. Each part is read and checked (header,
     types, its row count) as soon as it appears; the parts and rows counted must equal ``END``'s. A
-    reader whose parent process has gone (the writer's orchestrator died) stops with an error instead
-    of waiting for parts that will never come.
+    reader whose parent process has gone (the writer's orchestrator died), or whose folder has gone,
+    stops with an error instead of waiting for parts that will never come; so does one whose ``stop``
+    (a ``threading.Event``) is set while it waits.
     """
     import time
 
@@ -587,10 +588,14 @@ def read_parts(folder, chunk_rows: int = 100_000, poll: float = 0.005):
             raise ContractError(f"The writer of the table handed on in {folder} failed after {i} part(s); "
                                 "nothing more will come.", code="contract.invalid_table",
                                 hint="The orchestrator reports why the table could not be written.")
-        if os.getppid() != parent:
+        if os.getppid() != parent or not folder.is_dir():
             raise ContractError(f"The process writing the table handed on in {folder} has gone.",
                                 code="contract.invalid_table", hint="Run the scoring again.")
-        time.sleep(poll)
+        if stop is not None and stop.wait(poll):
+            raise ContractError(f"Reading the table handed on in {folder} was stopped by its reader.",
+                                code="contract.invalid_table", hint="The reader reports why it stopped.")
+        if stop is None:
+            time.sleep(poll)
     if held:
         yield cut() if have else held[0]
 

@@ -272,3 +272,24 @@ def test_every_scored_window_logs_prediction_drift_and_label_free_estimates(fini
         assert all("cbpe" not in json.dumps(d["reasons"]) for d in decs if d["kind"] == "promote")
     finally:
         ws.close()
+
+
+def test_a_shadow_refused_by_a_gate_leaves_the_champion_to_go_live_alone(workspace, project, monkeypatch):
+    from ambidex.deploy import Deployments
+    from ambidex.errors import CheckFailed
+
+    path = make_loop(project, end="2024-02-01", name="gated")
+    real = Deployments.create
+
+    def create(self, name, members, **kw):
+        if len(members) > 1:
+            raise CheckFailed(f"No passing smoke test for {members[1].label}.", code="check.smoke_failed")
+        return real(self, name, members, **kw)
+
+    monkeypatch.setattr(Deployments, "create", create)
+    run_cycle(workspace, path, clock=lambda: NOW)
+    engine = workspace.registry().engine
+    cold = [d for d in decisions(engine, "gated") if d["kind"] == "cold_start"][0]
+    assert cold["reasons"]["shadows"] == [] and "not deployed in shadow: No passing smoke test" in \
+        cold["reasons"]["shadow_refused"]
+    assert [m.role for m in Deployments(engine).live("gated-live").members] == ["champion"]

@@ -64,6 +64,22 @@ def test_read_parts_stops_on_abort_and_on_an_end_that_does_not_add_up(tmp_path):
         assert e.value.code == "contract.invalid_table"
 
 
+def test_read_parts_stops_when_told_or_when_its_folder_goes(tmp_path):
+    import shutil
+
+    df = _frame(30)
+    folder = tmp_path / "parts"
+    write_table_chunks([df], tmp_path / "t.csv", schema_from_frame(df),
+                       on_chunk=part_writer(folder, schema_from_frame(df)["columns"]))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ContractError, match="stopped by its reader"):
+        list(read_parts(folder, 100, stop=stop))  # the part is read, then it waits for more: told to stop
+    shutil.rmtree(folder)  # a writer that could not even mark ABORT removes the folder
+    with pytest.raises(ContractError, match="has gone"):
+        list(read_parts(folder, 100))
+
+
 def test_a_python_model_scores_the_parts_while_the_table_is_written(py_model_dir, tmp_path):
     df = _frame(400)
     write_table(df, tmp_path / "whole.csv")
