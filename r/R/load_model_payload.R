@@ -6,7 +6,9 @@
 #' against its sha256 and size (a mismatch fails with `artifact.hash_mismatch`
 #' naming the file and both digests, and nothing is deserialised), refuses any
 #' format but `rds` (`artifact.format_not_allowed`), checks the minimum R
-#' version and the packages, and only then calls [readRDS()]. A folder not yet
+#' version and the packages, and only then deserialises the payload from bytes
+#' read once and checked against their sha256 again (what is loaded is what was
+#' verified, even if the file is replaced meanwhile). A folder not yet
 #' registered (`files` null) is loaded without the hash check.
 #'
 #' @param folder Path of the model folder.
@@ -22,20 +24,19 @@ load_model_payload <- function(folder) {
   load_verified_payload(folder, verified_manifest(folder))
 }
 
-#' The second half of load_model_payload(): the model's packages, then readRDS(), for a manifest that
-#' verified_manifest() returned for this folder.
+#' The second half of load_model_payload(): the model's packages, then the payload (read_verified_rds),
+#' for a manifest that verified_manifest() returned for this folder.
 #' @noRd
 load_verified_payload <- function(folder, manifest) {
   folder <- normalizePath(folder, mustWork = FALSE)
   rt <- manifest$runtime
-  payload <- model_file_path(folder, rt$payload)
   missing <- names(rt$packages)[!vapply(names(rt$packages), requireNamespace, logical(1), quietly = TRUE)]
   if (length(missing)) {
     amb_abort("stage.runtime_missing",
               paste0("The model needs R package(s) not installed: ", paste(missing, collapse = ", "), "."),
               paste0("Install them: apt-get install ", paste0("r-cran-", tolower(missing), collapse = " "), "."))
   }
-  model <- readRDS(payload)
+  model <- read_verified_rds(folder, rt$payload, manifest$files[[rt$payload]])
   attr(model, "manifest") <- manifest
   model
 }
@@ -91,15 +92,34 @@ verify_model_files <- function(folder, manifest) {
   }
   for (rel in names(files)) {
     path <- model_file_path(folder, rel)
-    expected <- files[[rel]]$sha256
-    actual <- digest::digest(file = path, algo = "sha256")
-    if (!identical(actual, expected) || file.size(path) != files[[rel]]$size) {
-      amb_abort("artifact.hash_mismatch",
-                paste0("File '", rel, "' of ", folder, " has sha256 ", actual, " (", file.size(path),
-                       " bytes) but model.json records ", expected, " (", files[[rel]]$size, " bytes)."),
-                "The file changed after registration: do not load it. Run `ambidex verify` and restore the version.",
-                file = rel, expected = expected, actual = actual)
-    }
+    check_file_hash(folder, rel, files[[rel]], digest::digest(file = path, algo = "sha256"), file.size(path))
   }
   invisible()
+}
+
+check_file_hash <- function(folder, rel, entry, actual, size) {
+  if (!identical(actual, entry$sha256) || size != entry$size) {
+    amb_abort("artifact.hash_mismatch",
+              paste0("File '", rel, "' of ", folder, " has sha256 ", actual, " (", size,
+                     " bytes) but model.json records ", entry$sha256, " (", entry$size, " bytes)."),
+              "The file changed after registration: do not load it. Run `ambidex verify` and restore the version.",
+              file = rel, expected = entry$sha256, actual = actual)
+  }
+}
+
+#' The payload deserialised from bytes read once and checked against model.json again (when it lists
+#' them): what is loaded is exactly what was verified, even if the file is replaced meanwhile.
+#' @noRd
+read_verified_rds <- function(folder, rel, entry) {
+  path <- model_file_path(folder, rel)
+  bytes <- readBin(path, "raw", n = file.size(path))
+  if (!is.null(entry)) {
+    check_file_hash(folder, rel, entry, digest::digest(bytes, algo = "sha256", serialize = FALSE), length(bytes))
+  }
+  magic <- function(...) length(bytes) >= length(c(...)) && identical(bytes[seq_along(c(...))], as.raw(c(...)))
+  stream <- if (magic(0x1f, 0x8b)) memDecompress(bytes, "gzip")
+    else if (magic(0x42, 0x5a, 0x68)) memDecompress(bytes, "bzip2")
+    else if (magic(0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00)) memDecompress(bytes, "xz")
+    else bytes
+  unserialize(stream)
 }

@@ -67,6 +67,31 @@ test_that("a payload whose sha256 differs is never deserialised", {
   expect_match(cnd$amb_message, cnd$expected, fixed = TRUE)
 })
 
+test_that("a payload replaced after it was verified is refused, never deserialised", {
+  dir <- local_tmp_dir()
+  folder <- trained_folder(dir)
+  manifest <- ambidex:::verified_manifest(folder)
+  saveRDS(list(evil = TRUE), file.path(folder, "model.rds"))  # swapped between the check and the load
+  cnd <- expect_error(ambidex:::load_verified_payload(folder, manifest), class = "ambidex_artifact_hash_mismatch")
+  expect_identical(cnd$file, "model.rds")
+})
+
+test_that("a payload saved with any compression R writes loads as saved", {
+  dir <- local_tmp_dir()
+  folder <- trained_folder(dir)
+  path <- file.path(folder, "model.rds")
+  m <- readRDS(path)
+  manifest <- ambidex:::json_read(file.path(folder, "model.json"))
+  manifest$files <- NULL  # not registered: no hashes to match after re-saving
+  ambidex:::json_write(manifest, file.path(folder, "model.json"))
+  for (compress in list(TRUE, FALSE, "bzip2", "xz")) {
+    saveRDS(m, path, compress = compress)
+    loaded <- load_model_payload(folder)
+    attr(loaded, "manifest") <- NULL
+    expect_identical(loaded, m)
+  }
+})
+
 test_that("formats outside the allowlist and escaping paths are refused", {
   dir <- local_tmp_dir()
   folder <- trained_folder(dir)
