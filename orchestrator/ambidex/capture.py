@@ -132,9 +132,16 @@ class Scorer:
                              None)
         todo = {r.id for r in refs if replace or r.id not in done}
         pub_path = self.publish_dir / f"{_window_tag(start, end)}.csv"
+
+        def whole() -> tuple[str, int | None]:
+            """Once the fed table is complete (this waits for it): its data versions and row count (the sidecar's)."""
+            ref = input_ref or feed.input_ref()
+            rows = self._check_input(input_csv, key, refs).get("row_count")
+            report.rows = int(rows or 0)
+            return ref, rows
+
         if feed is not None and (dry_run or not todo and pub_path.exists()):
-            input_ref = input_ref or feed.input_ref()  # nothing to start early: the table is whole once this returns
-            report.rows = int(self._check_input(input_csv, key, refs).get("row_count") or 0)
+            input_ref, _ = whole()  # nothing to start early: the table is whole once this returns
         if not todo and pub_path.exists():
             report.input_ref = input_ref or f"sha256:{sha256_of(input_csv)}"
             report.published_path = str(pub_path)
@@ -161,11 +168,9 @@ class Scorer:
             if feed is not None:
                 # the Python models score the parts as they come; the capture starts once the table is complete
                 # (measured: capturing while the window is still read makes both slower, as both need the GIL)
-                input_ref = input_ref or feed.input_ref()
-                expected = self._check_input(input_csv, key, refs).get("row_count")
+                input_ref, expected = whole()
             # the models are starting (an interpreter and its imports take a second or more): hash meanwhile
             input_ref = report.input_ref = input_ref or f"sha256:{sha256_of(input_csv)}"
-            report.rows = int(expected or 0)
             # with canaries the published rows come from several models, so they are written by a thread of
             # their own (pyarrow releases the GIL); otherwise the champion's chunks are published as captured
             later = pool.submit(self._publish, pub, runs, name, live.members, refs, key, canaries) \

@@ -9,7 +9,6 @@ model by ``Rscript`` and the R package, so an R model and a Python model are ser
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -101,9 +100,10 @@ class InputFeed:
         return self
 
     def _mark(self, name: str, doc: dict) -> None:
-        tmp = self.folder / f".{name}.tmp"
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
-        os.replace(tmp, self.folder / name)
+        from ambidex_stage._files import atomic_open
+
+        with atomic_open(self.folder / name, durable=False) as f:
+            f.write(json.dumps(doc).encode("utf-8"))
 
     def wait(self):
         """What ``write`` returned, once it has; its exception if it failed."""
@@ -115,8 +115,7 @@ class InputFeed:
     def input_ref(self) -> str:
         """Once written: what the capture records as the scored input, the feature store's data versions
         the table was read from (``export_window_for_r``'s ``data_versions``)."""
-        written = self.wait() or {}
-        return "data_versions:" + ",".join(str(v) for v in written.get("data_versions") or [])
+        return data_versions_ref(self.wait())
 
     def failure(self) -> BaseException | None:
         """For a reader that failed: stop the writing at its next chunk, wait for it to end, and return why it
@@ -148,12 +147,16 @@ def stream_window(scorer, engine, source: str, deployment: str, window, input_cs
     input_csv.parent.mkdir(parents=True, exist_ok=True)
     if str(source).endswith(".sql") or not stream:
         written = export_window_for_r(engine, source, Window(start, end), input_csv)
-        ref = "data_versions:" + ",".join(str(v) for v in written.get("data_versions") or [])
-        return scorer.score(deployment, window, input_csv, input_ref=ref, **kw)
+        return scorer.score(deployment, window, input_csv, input_ref=data_versions_ref(written), **kw)
     with InputFeed(input_csv, window_schema(engine, source)) as feed:
         feed.start(lambda on_chunk: export_window_for_r(engine, source, Window(start, end), input_csv,
                                                         on_chunk=on_chunk))
         return scorer.score(deployment, window, input_csv, feed=feed, **kw)
+
+
+def data_versions_ref(written: dict | None) -> str:
+    """The capture's ``input_ref`` of a table ``export_window_for_r`` wrote: the data versions it was read from."""
+    return "data_versions:" + ",".join(str(v) for v in (written or {}).get("data_versions") or [])
 
 
 class _FeedStopped(Exception):

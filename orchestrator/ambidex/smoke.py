@@ -4,9 +4,9 @@ Positive cases are scored in ONE fresh process (Python by ``ambidex_stage``, R b
 the R package, via the injected launcher, by default :func:`ambidex.scoring.score_folder`); each
 must reproduce the recorded prediction and score within ``golden.tolerance``. Each negative case is
 scored in its own process and must be refused with the documented error code; these processes run
-side by side (as many at once as there are cores this process may use). A score stage checks its input against the
-signature before it loads the model, so a refused case does not wait for the model's libraries. The output must have
-the contract's columns, one row per input row, and (classification) scores in [0, 1] and
+side by side (as many at once as there are cores this process may use). A score stage checks its
+input against the signature before it loads the model, so a refused case does not wait for the
+model's libraries. The output must have the contract's columns, one row per input row, and (classification) scores in [0, 1] and
 predictions among the target's levels. The result, with load time and latency, is stored in
 ``smoke_results`` bound to the manifest's sha256 and evented in the same transaction.
 """
@@ -193,8 +193,8 @@ class SmokeTester:
             self.workdir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="smoke-", dir=self.workdir))
         negative = golden.get("negative") or []
-        # the positive cases' process and each negative case's run side by side (each is one process)
-        # (the positive cases run on this thread: the pool takes the other cores)
+        # each negative case's process runs beside the positive cases' one (on this thread): the pool takes
+        # the other cores
         pool = ThreadPoolExecutor(max_workers=max(1, min(len(os.sched_getaffinity(0)) - 1, len(negative))))
         try:
             refused = [pool.submit(self._negative, folder, sig, i, case, tmp) for i, case in enumerate(negative)]

@@ -215,7 +215,7 @@ def entry(argv=None) -> None:
     from ._process import leave, tune_gc
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    builtin = "--builtin" in argv or any(a.startswith("--builtin=") for a in argv)
+    builtin = _parse_args(argv).builtin  # main parses them again: a bad one exits 2 here as it would there
     if builtin:
         tune_gc()
     code = main(argv)

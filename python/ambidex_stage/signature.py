@@ -146,8 +146,8 @@ def _recode_categorical(s, levels: list):
     ``None`` when some used label is not text or not a level: the general path then says which."""
     import numpy as np
 
-    cats = s.cat.categories
-    used = cats[np.unique(s.cat.codes.to_numpy()[s.cat.codes.to_numpy() >= 0])] if len(cats) else cats
+    cats, codes = s.cat.categories, s.cat.codes.to_numpy()
+    used = cats[np.unique(codes[codes >= 0])] if len(cats) else cats
     if not all(isinstance(x, str) for x in used) or not set(used) <= set(levels):
         return None
     if s.cat.ordered:

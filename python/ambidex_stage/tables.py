@@ -522,10 +522,8 @@ def part_writer(folder, columns: list | None = None):
     count = [0]
 
     def put(path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, durable=False) as f:
             f.write(data)
-        os.replace(tmp, path)
 
     def write(data: bytes, rows: int) -> None:
         name = f"part-{count[0]:06d}"
@@ -591,11 +589,11 @@ def read_parts(folder, chunk_rows: int = 100_000, poll: float = 0.005, stop=None
         if os.getppid() != parent or not folder.is_dir():
             raise ContractError(f"The process writing the table handed on in {folder} has gone.",
                                 code="contract.invalid_table", hint="Run the scoring again.")
-        if stop is not None and stop.wait(poll):
-            raise ContractError(f"Reading the table handed on in {folder} was stopped by its reader.",
-                                code="contract.invalid_table", hint="The reader reports why it stopped.")
         if stop is None:
             time.sleep(poll)
+        elif stop.wait(poll):
+            raise ContractError(f"Reading the table handed on in {folder} was stopped by its reader.",
+                                code="contract.invalid_table", hint="The reader reports why it stopped.")
     if held:
         yield cut() if have else held[0]
 

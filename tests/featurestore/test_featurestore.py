@@ -62,6 +62,16 @@ def _arrow(df, schema):
     return _conform(t, fs.MartSpec(name="tmp", columns={c: e for c, e in schema["columns"].items()}), None)[0]
 
 
+def test_a_read_does_not_wait_for_a_writer(engine, csv, tmp_path):
+    # reads open deferred transactions: on SQLite they take no write lock, so a window is read (and
+    # exported) while a capture's transaction is open on another connection
+    fs.ingest(engine, spec(csv("a.csv", ROWS)), window=JAN)
+    with engine.begin() as writer:
+        writer.exec_driver_sql("CREATE TABLE held (x INTEGER)")  # the write lock is held from here
+        assert list(fs.read_window(engine, "sales", JAN)["id"]) == [1, 2, 3]
+        assert fs.export_window_for_r(engine, "sales", JAN, tmp_path / "w.csv")["row_count"] == 3
+
+
 def test_same_rows_same_hash_whatever_order(engine, csv):
     lines = ROWS.strip().split("\n")
     shuffled = "\n".join([lines[0]] + lines[1:][::-1]) + "\n"
