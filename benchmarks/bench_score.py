@@ -207,12 +207,13 @@ def bench_r(rows: int) -> None:
 
 def _score_code(root: Path, inp: Path) -> str:
     """What `ambidex score bench --window W --input CSV` does (cli.main.entry and cli.deploy.score): the
-    collector tuned, a Python interpreter started before the registry is opened, the scoring, the exit."""
+    collector tuned, the Python zygote started before the registry is opened (stopped when the live revision
+    has no Python model; an R zygote only for several R models), the scoring, the exit."""
     return f"""
 from ambidex_stage._process import tune_gc
 tune_gc()
-from ambidex.runners import warm_stages
-with warm_stages():
+from ambidex.runners import stage_zygotes
+with stage_zygotes("python", lazy=False) as zygotes:
     from pathlib import Path
     from ambidex.db import connect
     from ambidex.artifacts import ArtifactStore
@@ -221,6 +222,11 @@ with warm_stages():
     from ambidex.scoring import score_model
     root = Path({str(root)!r})
     deps = Deployments(connect(f"sqlite:///{{root / 'registry.db'}}"), store=ArtifactStore(root / 'artifacts'))
+    langs = deps.languages(deps.live('bench'))
+    if "python" not in langs:
+        zygotes.stop("python")
+    if langs.get("r", 0) > 1:
+        zygotes.prestart("r")
     launch = lambda m, i, o, keep: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep)
     Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub').score(
         'bench', parse_window('2024-01-01/2024-01-02'), Path({str(inp)!r}), replace=True)
@@ -251,8 +257,8 @@ def _score_fs_code(root: Path) -> str:
     return f"""
 from ambidex_stage._process import tune_gc
 tune_gc()
-from ambidex.runners import warm_stages
-with warm_stages():
+from ambidex.runners import stage_zygotes
+with stage_zygotes("python", lazy=False) as zygotes:
     from pathlib import Path
     from ambidex.db import connect
     from ambidex.artifacts import ArtifactStore
@@ -262,6 +268,11 @@ with warm_stages():
     root = Path({str(root)!r})
     engine = connect(f"sqlite:///{{root / 'registry.db'}}")
     deps = Deployments(engine, store=ArtifactStore(root / 'artifacts'))
+    langs = deps.languages(deps.live('bench-fs'))
+    if "python" not in langs:
+        zygotes.stop("python")
+    if "r" in langs:
+        zygotes.prestart("r")
     launch = lambda m, i, o, keep, **kw: score_model(m, i, o, project_root=root, work_dir=root / 'w', keep=keep, **kw)
     scorer = Scorer(deps, launch, workdir=root / 'sw', publish_dir=root / 'pub')
     stream_window(scorer, engine, 'churn_fs', 'bench-fs', parse_window('2024-01-01/2024-01-02'),

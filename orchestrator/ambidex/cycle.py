@@ -255,7 +255,10 @@ def run_cycle(ws, pipeline_path: Path, *, window: str | None = None, require_cle
     else:
         todo = cycle_windows_of(pipeline.cycle, now)
     summary = CycleSummary(pipeline.name)
-    with pipeline_lock(ws.state_dir, pipeline.name) as lock:
+    from .runners import stage_zygotes
+
+    # one set of stage zygotes for every window of this invocation (runners.stage_zygotes)
+    with pipeline_lock(ws.state_dir, pipeline.name) as lock, stage_zygotes():
         svc = Services.build(ws, pipeline, pipeline_path, clock=clock, lock=lock)
         svc.report_missed()
         finished = {w["window_start"] for w in windows(svc.engine, pipeline.name) if w["status"] == "finished"}

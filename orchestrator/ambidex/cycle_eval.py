@@ -200,7 +200,6 @@ def _holdout(svc, state: WindowState, hold):
 # input row order; ambidex::predict_model conforms the input to each model's signature and
 # load_model_payload checks the model's files against its manifest before anything is deserialised.
 _R_SCORE = r"""
-args <- commandArgs(trailingOnly = TRUE)
 df <- ambidex::read_typed_table(args[1])
 folders <- args[-(1:2)]
 for (i in seq_along(folders)) {
@@ -218,25 +217,18 @@ def _in_process(ref) -> bool:
 
 
 def _score_r_models(svc, folders: list, csv, work) -> list:
-    """Scores (float64 arrays, input row order) of every R model folder, in one Rscript process."""
-    import os
-    import subprocess
-
+    """Scores (float64 arrays, input row order) of every R model folder, in one R process (forked from the
+    R zygote when there is one: runners.run_r_code)."""
     from .errors import StageError
-    from .runners import r_library
+    from .runners import run_r_code
 
     r = getattr(svc.ws.settings, "r", None)
-    libs = [str(svc.ws.root / x) for x in (getattr(r, "libs", None) or [])] + [str(r_library())]
-    env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", LANGUAGE="en")
-    env["R_LIBS"] = os.pathsep.join(libs + ([env["R_LIBS"]] if env.get("R_LIBS") else []))
-    script = work / "score_r.R"
-    script.write_text(_R_SCORE, encoding="utf-8")
-    rscript = getattr(r, "rscript", None) or "Rscript"
-    p = subprocess.run([rscript, "--vanilla", str(script), str(csv), str(work), *map(str, folders)],
-                       capture_output=True, text=True, env=env, cwd=svc.ws.root)
-    if p.returncode:
-        raise StageError(f"Scoring the R contestants on the hold-out failed (exit {p.returncode}): "
-                         f"{p.stderr.strip()[-1500:]}", code="stage.crashed",
+    code, tail = run_r_code(_R_SCORE, [csv, work, *folders], cwd=svc.ws.root, log_dir=work,
+                            rscript=getattr(r, "rscript", None) or "Rscript",
+                            r_libs=tuple(str(svc.ws.root / x) for x in (getattr(r, "libs", None) or [])))
+    if code:
+        raise StageError(f"Scoring the R contestants on the hold-out failed (exit {code}): {tail[-1500:]}",
+                         code="stage.crashed",
                          hint="Score one of them alone with 'ambidex models score' to see the full error.")
     return [np.fromfile(work / f"{i}.f8", dtype="<f8") for i in range(1, len(folders) + 1)]
 

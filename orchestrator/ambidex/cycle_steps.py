@@ -124,6 +124,15 @@ class Services:
                                     code=e.code, hint="Restore the file, or roll back / promote another version "
                                     "('ambidex deploy history'); 'ambidex verify' lists every mismatch.") from None
 
+    def runtimes_ahead(self, done: dict) -> list[str]:
+        """The runtimes whose built-in stages this window will run first, so their zygotes load while the
+        window is ingested (``runners.stage_zygotes``): the live revision's, for the score step; before the
+        cold start, the candidates', for the bootstrap's training."""
+        live = self.live()
+        if live is not None:
+            return sorted(self.deps.languages(live)) if "score" not in done else []
+        return sorted({c.lang for c in self.cycle.candidates if c.builtin}) if "bootstrap" not in done else []
+
     def report_missed(self) -> None:
         """A missed cron run is recorded (schedule.check_missed) and notified through the outbox."""
         from .pipeline import _report_missed_schedule
@@ -146,9 +155,16 @@ class Services:
 def run_window(svc: Services, state: WindowState, *, on_step=None) -> dict:
     """Run (or resume) every step of ``state``'s window; return its summary. Raises on a failed step."""
     notify = on_step or (lambda step, phase, st: None)
+    from .runners import stage_zygotes
+
     svc.verify_live()  # before the journal row: a tampered champion changes nothing
     prev = _begin_window(svc.engine, svc.name, state, svc.lineage, _utcnow())
     done = steps_of(svc.engine, svc.name, state.start)
+    with stage_zygotes(*svc.runtimes_ahead(done)):
+        return _run_steps(svc, state, notify, prev, done)
+
+
+def _run_steps(svc: Services, state: WindowState, notify, prev: str, done: dict) -> dict:
     try:
         for name, fn in STEPS:
             if name in done:
@@ -277,24 +293,20 @@ def step_profile(svc: Services, state: WindowState) -> dict:
 
 def step_score(svc: Services, state: WindowState) -> dict:
     """Score window T with every model of the live revision (champion + shadow/canary), capture, publish."""
-    from contextlib import nullcontext
-
     from .capture import Scorer
-    from .runners import warm_stages
     from .scoring import stream_window
 
     spec = svc.pipeline.deploy
     csv = svc.work_dir(state) / "input.csv"
     live = svc.live()
     python = live is not None and "python" in svc.deps.languages(live)
-    # a Python model's interpreter imports while the window is exported, and scores its rows as they come
-    # (as `ambidex score`)
-    with warm_stages() if python else nullcontext():
-        scorer = Scorer(svc.deps, lambda m, i, o, keep, **kw: svc.launch(m, i, o, keep, spec.chunk_size, **kw),
-                        workdir=svc.ws.state_dir / "scoring", chunk_size=spec.chunk_size,
-                        publish_dir=Path(spec.publish_dir or svc.ws.state_dir / "published" / spec.name),
-                        capture_features=spec.capture_features)
-        rep = stream_window(scorer, svc.fs, svc.cycle.mart, spec.name, (state.start, state.end), csv, stream=python)
+    # a Python model scores the window's rows as they come (as `ambidex score`); the stages are forked from
+    # the zygotes run_window started (runners.stage_zygotes)
+    scorer = Scorer(svc.deps, lambda m, i, o, keep, **kw: svc.launch(m, i, o, keep, spec.chunk_size, **kw),
+                    workdir=svc.ws.state_dir / "scoring", chunk_size=spec.chunk_size,
+                    publish_dir=Path(spec.publish_dir or svc.ws.state_dir / "published" / spec.name),
+                    capture_features=spec.capture_features)
+    rep = stream_window(scorer, svc.fs, svc.cycle.mart, spec.name, (state.start, state.end), csv, stream=python)
     csv.unlink(missing_ok=True)
     csv.with_name(csv.stem + ".schema.json").unlink(missing_ok=True)
     return {"revision": rep.revision, "rows": rep.rows, "members": rep.members, "published": rep.published_path,

@@ -295,16 +295,17 @@ class Deployments:
             dep = self._deployment_row(conn, name)
             return self._revisions(conn, dep["id"], name, self._live_number(conn, dep["id"]))[0]
 
-    def languages(self, revision: Revision) -> set[str]:
-        """The runtimes ("python", "r") of ``revision``'s models; one that no longer resolves (scoring then
-        says why) is left out."""
-        out = set()
+    def languages(self, revision: Revision) -> dict[str, int]:
+        """How many of ``revision``'s models run in each runtime ("python", "r"); one that no longer resolves
+        (scoring then says why) is left out."""
+        out: dict[str, int] = {}
         with self.engine.connect() as conn:
             for m in revision.members:
                 try:
-                    out.add(self.resolve(conn, m.model, m.version).language)
+                    lang = self.resolve(conn, m.model, m.version).language
                 except RegistryError:
                     continue
+                out[lang] = out.get(lang, 0) + 1
         return out
 
     def history(self, name: str, *, at: dt.datetime | None = None) -> list[Revision]:

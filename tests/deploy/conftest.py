@@ -119,8 +119,19 @@ def churn_frame(n: int = 400, seed: int = 1, start_id: int = 1):
 
 def train_model(tmp: Path, lang: str, name: str, seed: int = 1) -> Path:
     """Train a real model with the language's built-in train stage; return the model folder."""
+    from ambidex.runners import run_stage
+
+    launch = train_launch(tmp, lang, name, seed)
+    outcome = run_stage(launch)
+    if outcome.error:
+        raise outcome.error
+    return launch.stage_dir / "out" / "model"
+
+
+def train_launch(tmp: Path, lang: str, name: str, seed: int = 1):
+    """The built-in train stage of ``lang`` on a churn frame, ready to run (its context written)."""
     from ambidex.pipeline import write_context
-    from ambidex.runners import StageLaunch, run_stage
+    from ambidex.runners import StageLaunch
     from ambidex_stage.tables import write_table
 
     stage_dir = tmp / f"train_{lang}_{name}_{seed}"
@@ -138,12 +149,9 @@ def train_model(tmp: Path, lang: str, name: str, seed: int = 1) -> Path:
            "outputs": {"model": {"kind": "model", "path": str(out_dir / "model")}},
            "window": None, "seed": 7}
     write_context(stage_dir / "context.json", ctx)
-    outcome = run_stage(StageLaunch(stage="train", lang=lang, runner="subprocess" if lang == "python" else "rscript",
-                                    script=None, builtin="train", context_path=stage_dir / "context.json",
-                                    stage_dir=stage_dir, project_root=tmp, timeout=600))
-    if outcome.error:
-        raise outcome.error
-    return out_dir / "model"
+    return StageLaunch(stage="train", lang=lang, runner="subprocess" if lang == "python" else "rscript",
+                       script=None, builtin="train", context_path=stage_dir / "context.json",
+                       stage_dir=stage_dir, project_root=tmp, timeout=600)
 
 
 @pytest.fixture(scope="session")

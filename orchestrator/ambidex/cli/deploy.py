@@ -37,7 +37,7 @@ class _Ctx:
         self.engine = reg.engine
         self.notifier = Notifier(reg.engine, _section(ws, "notify", NotifySpec))
         self.deps = Deployments(reg.engine, store=reg.store, actor=reg.actor, notify=self.notifier)
-        rscript = getattr(getattr(ws.settings, "r", None), "rscript", "Rscript")
+        self.rscript = rscript = getattr(getattr(ws.settings, "r", None), "rscript", "Rscript")
         work = ws.state_dir / "scoring"
 
         def launch(model_dir, inp, out, keep=None, chunk_size=None, feed=None):
@@ -278,20 +278,26 @@ def score(deployment, window, input_csv, replace, dry_run, as_json):
     """
     import contextlib
 
-    from ..runners import warm_stages
+    from ..runners import stage_zygotes
 
-    # a Python interpreter starts importing for the scoring stage at once (the orchestrator's own start-up
-    # uses one core): while the registry is opened, the live revision read and the window exported. It is
-    # stopped as soon as the live revision turns out to have no Python model.
-    with warm_stages() if not dry_run else contextlib.nullcontext() as stop:
+    # the Python zygote starts loading at once (the orchestrator's own start-up uses one core): while the
+    # registry is opened, the live revision read and the window exported; it is stopped as soon as the live
+    # revision turns out to have no Python model. R models start fresh, unless the zygote pays: it loads while
+    # the window is exported from the feature store, or serves several R models.
+    with stage_zygotes("python", lazy=False) if not dry_run else contextlib.nullcontext() as zygotes:
         from ..capture import parse_window
 
         c = _Ctx()
         start, end = parse_window(window)
         info = c.deps.show(deployment)
-        python = "python" in c.deps.languages(c.deps.live(deployment))
-        if stop is not None and not python:
-            stop()
+        live = c.deps.live(deployment)
+        languages = c.deps.languages(live)
+        python = "python" in languages
+        if zygotes is not None:
+            if not python:
+                zygotes.stop("python")
+            if languages.get("r", 0) > (0 if input_csv is None else 1):
+                zygotes.prestart("r", rscript=c.rscript)
         _score(c, info, deployment, (start, end), window, input_csv, replace, dry_run, as_json, python)
 
 

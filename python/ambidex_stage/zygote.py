@@ -1,0 +1,257 @@
+"""A process that has loaded what the built-in stages use once, and forks one child per built-in stage.
+
+``python -m ambidex_stage.zygote python`` imports numpy, pandas, pyarrow and the scikit-learn parts of
+the default pipeline; ``python -m ambidex_stage.zygote r`` starts R inside this process (rpy2, with
+``--vanilla``, as ``Rscript --vanilla``) and loads the ambidex R package and what its built-ins use
+(ranger loads Matrix: 0.75 s on its own). A stage started fresh pays that again, every time: 0.9-1.1 s
+of a built-in R stage's 1.6 s, most of a Python one's. Forked from here, a stage starts with it done.
+
+Protocol: one JSON line per stage on stdin::
+
+    {"id": 1, "builtin": "score", "cwd": "/project", "env": {...the stage's whole environment...},
+     "stdout": ".../stdout.log", "stderr": ".../stderr.log"}
+
+The zygote forks; the child starts a session of its own (so the orchestrator can kill its process group
+on a timeout), asks the kernel to kill it if the zygote dies, points stdin at /dev/null and stdout and
+stderr at the two files, changes to ``cwd``, takes ``env`` as its whole environment and runs the
+built-in (Python: ``ambidex_stage.run --builtin``; R: ``ambidex::run_stage(builtin = ...)``); its exit
+status is the stage's. The zygote answers on stdout, one JSON line per event::
+
+    {"ready": true}                                     once loaded (or {"ready": false, "error": "..."})
+    {"id": 1, "pid": 12345}                             forked
+    {"id": 1, "status": 0, "cpu": 0.41, "rss": 2.4e8}   the child's wait status and its own rusage (wait4)
+    {"id": 1, "error": "..."}                           it could not fork: the orchestrator starts it fresh
+
+End of input: the zygote kills the children still running (their orchestrator is gone) and exits.
+
+An R zygote also runs ambidex's own R code: ``{"id": 2, "r_code": "...", "args": [...], ...}`` evaluates the
+code with ``args`` bound to the strings given (``ambidex.runners.run_r_code``).
+
+Only built-in stages are forked: a project's own script may set environment variables (thread counts)
+before its first import of numpy, which a process that imported it already would ignore, so scripts
+always get a fresh process (``ambidex.runners``). The zygote itself is single-threaded: it waits on
+stdin and on one pidfd per child with ``select``, so a fork never copies a half-held lock of a thread.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import selectors
+import signal
+import sys
+import traceback
+
+# what the built-in Python stages import (the scikit-learn parts of the default pipeline included)
+PYTHON_PRELOAD = ("numpy", "pandas", "pyarrow.csv", "ambidex_stage.builtins", "ambidex_stage.tables",
+                  "ambidex_stage.run", "sklearn.compose", "sklearn.impute", "sklearn.pipeline",
+                  "sklearn.preprocessing", "sklearn.linear_model")
+# the R namespaces the built-in R stages load (ranger only where it is installed)
+R_PRELOAD = ("ambidex", "jsonlite", "data.table", "ranger")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class _R:
+    """R embedded in this process, loaded once; forked children evaluate their stage in it."""
+
+    def __init__(self) -> None:
+        saved_ld = os.environ.get("LD_LIBRARY_PATH")
+        from rpy2.rinterface_lib import embedded
+
+        embedded.set_initoptions(("rpy2", "--quiet", "--vanilla", "--no-save"))
+        import rpy2.robjects as ro
+        from rpy2.rinterface_lib import callbacks, openrlib
+
+        # rpy2 hands R's event processing to a Python function, which R calls at every check for an
+        # interrupt (ranger's and data.table's loops, from their threads): a ranger prediction of 1M rows
+        # took 13.4 s instead of 10.6 s. Nothing here needs it (no graphics, no interrupts): R's own
+        # default, no event processing, as in Rscript.
+        openrlib.rlib.ptr_R_ProcessEvents = openrlib.ffi.NULL
+
+        # rpy2 puts R's library folders in front of LD_LIBRARY_PATH; a child takes its environment from
+        # the job anyway, and the zygote's own is put back as it was
+        if saved_ld is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = saved_ld
+        callbacks.consolewrite_print = lambda s: sys.stdout.write(s)
+        callbacks.consolewrite_warnerror = lambda s: sys.stderr.write(s)
+        callbacks.showmessage = lambda s: sys.stderr.write(s + "\n")
+        self.ro = ro
+        names = ", ".join(json.dumps(n) for n in R_PRELOAD)
+        ro.r(f"invisible(lapply(c({names}), function(p) suppressPackageStartupMessages("
+             "requireNamespace(p, quietly = TRUE))))")
+        if not bool(ro.r('(requireNamespace("ambidex", quietly = TRUE))')[0]):
+            raise RuntimeError("the ambidex R package is not installed where R_LIBS points")
+
+    def run(self, builtin: str) -> int:
+        # parentheses: rpy2 returns None for an invisible value
+        status = self.ro.r(f"(ambidex::run_stage(builtin = {json.dumps(builtin)}, exit = FALSE))")
+        return int(status[0]) if status is not None and len(status) else 1
+
+    def run_code(self, code: str, args: list[str]) -> int:
+        """ambidex's own R code (``runners.run_r_code``) with ``args`` bound to ``args``; 1 if it fails."""
+        bound = ", ".join(json.dumps(str(a)) for a in args)  # a JSON string is an R string literal
+        try:
+            self.ro.r(f"local({{\nargs <- c({bound})\n{code}\n}})")
+        except Exception as e:  # noqa: BLE001 - rpy2's RRuntimeError: R's message is already on stderr
+            sys.stderr.write(f"{e}\n")
+            return 1
+        return 0
+
+
+def _preload(lang: str):
+    if lang == "r":
+        return _R()
+    for name in PYTHON_PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the stage imports what it needs itself and reports what is missing
+            continue
+    return None
+
+
+def _become(job: dict) -> None:
+    """In the forked child: the stage's session, files, folder and environment."""
+    os.setsid()
+    os.close(_OUT)  # only the zygote answers the orchestrator
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the zygote kills its children when its input ends
+        pass
+    for sig in (signal.SIGTERM, signal.SIGINT):  # as a fresh process (Python's SIGPIPE stays ignored)
+        signal.signal(sig, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    os.chdir(job["cwd"])
+    sys.path[0] = os.getcwd()  # as `python -m` started there has it
+    os.environ.clear()
+    os.environ.update(job["env"])
+
+
+def _child(job: dict, r: _R | None) -> None:
+    """Run the stage in the forked child and end it; never returns into the zygote's loop."""
+    code = 1
+    try:
+        _become(job)
+        if r is not None and "r_code" in job:
+            code = r.run_code(job["r_code"], job["args"])
+        elif r is not None:
+            code = r.run(job["builtin"])
+        else:
+            from .run import main as run_main
+
+            code = run_main(["--builtin", job["builtin"]])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported in the stage's stderr, exit 1
+        try:
+            traceback.print_exc()
+        except Exception:  # noqa: BLE001
+            pass
+        code = 1
+    if r is None:
+        import threading
+
+        for t in threading.enumerate():  # as Python's own exit: non-daemon threads finish first
+            if t is not threading.main_thread() and not t.daemon:
+                t.join()
+        import atexit
+
+        atexit._run_exitfuncs()
+    # no atexit for R: R's end (rpy2's handler) would remove the session's temporary folder, which the
+    # zygote and its other children share
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _say(msg: dict) -> None:
+    os.write(_OUT, (json.dumps(msg) + "\n").encode())
+
+
+_OUT = 1
+
+
+def main(argv: list[str]) -> int:
+    global _OUT
+    lang = argv[0] if argv else "python"
+    # replies go to a copy of the original stdout; the zygote's own fd 1 is /dev/null from here on, so
+    # nothing a package prints while loading can be taken for a reply
+    _OUT = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    try:
+        r = _preload(lang)
+    except Exception as e:  # noqa: BLE001 - the orchestrator starts its stages fresh and they report it
+        _say({"ready": False, "error": f"{type(e).__name__}: {e}"})
+        return 1
+    for stream in (sys.stdout, sys.stderr):  # nothing the loading left buffered ends up in a stage's log
+        stream.flush()
+    _say({"ready": True})
+    sel = selectors.DefaultSelector()
+    sel.register(0, selectors.EVENT_READ, None)
+    children: dict[int, tuple[int, int]] = {}  # pidfd -> (job id, pid)
+    buf = b""
+    open_input = True
+    while open_input or children:
+        for key, _ in sel.select():
+            if key.data is None:  # stdin
+                chunk = os.read(0, 65536)
+                if not chunk:
+                    open_input = False
+                    sel.unregister(0)
+                    for _, pid in children.values():  # nobody is waiting for them any more
+                        try:
+                            os.killpg(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
+                    continue
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        _start(json.loads(line), r, sel, children)
+            else:
+                job_id, pid = children.pop(key.fd)
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                _, status, usage = os.wait4(pid, 0)
+                _say({"id": job_id, "status": status, "cpu": usage.ru_utime + usage.ru_stime,
+                      "rss": int(usage.ru_maxrss) * 1024})
+    return 0
+
+
+def _start(job: dict, r: _R | None, sel, children: dict) -> None:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        _say({"id": job["id"], "error": f"fork: {e}"})
+        return
+    if pid == 0:
+        _child(job, r)  # never returns
+    fd = os.pidfd_open(pid)
+    children[fd] = (job["id"], pid)
+    sel.register(fd, selectors.EVENT_READ, pid)
+    _say({"id": job["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    from ._process import tune_gc
+
+    tune_gc()  # only built-in stages run in its children (ambidex_stage._process)
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    os._exit(code)
