@@ -124,14 +124,21 @@ class Services:
                                     code=e.code, hint="Restore the file, or roll back / promote another version "
                                     "('ambidex deploy history'); 'ambidex verify' lists every mismatch.") from None
 
-    def runtimes_ahead(self, done: dict) -> list[str]:
-        """The runtimes whose built-in stages this window will run first, so their zygotes load while the
-        window is ingested (``runners.stage_zygotes``): the live revision's, for the score step; before the
-        cold start, the candidates', for the bootstrap's training."""
+    def zygotes_ahead(self, done: dict) -> list:
+        """The built-in stages this window runs first, so their zygotes load while the window is ingested
+        (``runners.stage_zygotes``): the live revision's scoring, for the score step; before the cold start,
+        the candidates' training (their launches as the pipeline makes them), for the bootstrap."""
+        from .pipeline import _launch_for
+        from .runners import scoring_launch
+
         live = self.live()
         if live is not None:
-            return sorted(self.deps.languages(live)) if "score" not in done else []
-        return sorted({c.lang for c in self.cycle.candidates if c.builtin}) if "bootstrap" not in done else []
+            rscript = getattr(getattr(self.ws.settings, "r", None), "rscript", "Rscript")
+            return [scoring_launch(lang, rscript=rscript) for lang in sorted(self.deps.languages(live))
+                    ] if "score" not in done else []
+        if "bootstrap" in done:
+            return []
+        return [_launch_for(c, self.pipeline, self.ws, self.ws.state_dir) for c in self.cycle.candidates if c.builtin]
 
     def report_missed(self) -> None:
         """A missed cron run is recorded (schedule.check_missed) and notified through the outbox."""
@@ -160,7 +167,7 @@ def run_window(svc: Services, state: WindowState, *, on_step=None) -> dict:
     svc.verify_live()  # before the journal row: a tampered champion changes nothing
     prev = _begin_window(svc.engine, svc.name, state, svc.lineage, _utcnow())
     done = steps_of(svc.engine, svc.name, state.start)
-    with stage_zygotes(*svc.runtimes_ahead(done)):
+    with stage_zygotes(*svc.zygotes_ahead(done)):
         return _run_steps(svc, state, notify, prev, done)
 
 

@@ -326,9 +326,11 @@ def run_stages(ws: Workspace, pipeline, pipeline_path: Path, stages, *, window=N
                          "window": ({"start": _iso(window[0]), "end": _iso(window[1])} if window else None),
                          "git_commit": lineage["git_commit"], "git_dirty": lineage["git_dirty"],
                          "config_hash": lineage["config_hash"]},
+                # forked from a zygote (runner "zygote"), CPU leaves out the packages loaded once and peak
+                # RSS is the stage's own above the loaded runtime, for R and Python alike (runners._Zygotes)
                 resources={"train_wall_seconds": round(outcome.wall_seconds, 6),
                            "train_cpu_seconds": round(outcome.cpu_seconds, 6),
-                           "peak_rss_bytes": outcome.peak_rss_bytes,
+                           "peak_rss_bytes": outcome.peak_rss_bytes, "runner": outcome.runner,
                            "payload_bytes": _payload_bytes(folder)},
             )
             summary.models.append({"name": mv.name, "version": mv.version, "language": mv.language,

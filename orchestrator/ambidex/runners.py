@@ -88,8 +88,15 @@ def r_library() -> Path:
 _SKLEARN_ENV = {"KMP_DUPLICATE_LIB_OK": "True", "KMP_INIT_AT_FORK": "FALSE"}
 
 
+# rpy2 (runner: rpy2) sets these two in the orchestrator's environment when it starts R: a marker of its
+# own, and R_HOME, which a stage gets only if the user set it
+_RPY2_ENV = ("PYTHON_SESSION_INITIALIZED",) + (() if "R_HOME" in os.environ else ("R_HOME",))
+
+
 def _contract_env() -> dict[str, str]:
     env = {**_SKLEARN_ENV, **os.environ}
+    for k in _RPY2_ENV:
+        env.pop(k, None)
     env.update({
         "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "LANGUAGE": "en",
         # the orchestrator validated context.json and validates result.json: stages skip jsonschema
@@ -193,10 +200,11 @@ def _import_meanwhile(waiter: threading.Thread) -> None:
 def _run_process(launch: StageLaunch, clock) -> StageOutcome:
     out_path = launch.stage_dir / "stdout.log"
     err_path = launch.stage_dir / "stderr.log"
-    started = clock()
-    t0 = time.perf_counter()
     env = stage_env(launch)
     forked = _ZYGOTES.fork(launch, env, out_path, err_path)  # the child opens the two logs itself
+    # the stage starts now: waiting for a zygote to finish loading is not the stage's time, nor its timeout's
+    started = clock()
+    t0 = time.perf_counter()
     proc = None
     if forked is None:
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -236,7 +244,7 @@ def _run_process(launch: StageLaunch, clock) -> StageOutcome:
     cpu = waited.get("cpu", 0.0)
     rss = waited.get("rss")
     outcome = StageOutcome(
-        stage=launch.stage, lang=launch.lang, runner=launch.runner, status="ok",
+        stage=launch.stage, lang=launch.lang, runner="zygote" if forked is not None else launch.runner, status="ok",
         exit_code=exit_code, started_at=started, ended_at=ended, wall_seconds=wall,
         cpu_seconds=cpu, peak_rss_bytes=rss, stdout_path=out_path, stderr_path=err_path,
     )
@@ -258,7 +266,8 @@ class _Forked:
         self.error: str | None = None  # could not fork: the stage starts fresh
         self.status: int | None = None  # None once done: the zygote ended before the stage did
         self.cpu = 0.0
-        self.rss: int | None = None
+        self.rss: int | None = None  # peak RSS above what it shared with the zygote when forked
+        self.rss0 = 0
         self.ended = 0.0
 
 
@@ -268,12 +277,14 @@ class _Zygote:
 
     def __init__(self, lang: str, python: str, env: dict[str, str]) -> None:
         self.lang, self.env = lang, env
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the jobs
+        self.write_lock = threading.Lock()  # the pipe to it
         self.jobs: dict[int, _Forked] = {}
         self.next_id = 0
         self.ready = threading.Event()
         self.ok = False  # loaded and serving
         self.load_failed = False  # it could not load: its stages start fresh
+        self.hung = False  # it stopped answering: it is replaced
         self.ended = False  # its answers ended (it exited, or was killed)
         self.proc = subprocess.Popen([python, "-m", "ambidex_stage.zygote", lang], env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -291,15 +302,19 @@ class _Zygote:
                 with self.lock:
                     job = self.jobs.get(msg["id"])
                 if job is None:
+                    if "pid" in msg:  # forked after the stage gave up on it and started fresh: not twice
+                        with suppress(ProcessLookupError, PermissionError):
+                            os.kill(msg["pid"], signal.SIGKILL)
                     continue
                 if "pid" in msg:
-                    job.pid = msg["pid"]
+                    job.pid, job.rss0 = msg["pid"], int(msg.get("rss0") or 0)
                     job.forked.set()
                 elif "error" in msg:
                     job.error = msg["error"]
                     job.forked.set()
                 else:
-                    job.status, job.cpu, job.rss = msg["status"], msg["cpu"], msg["rss"]
+                    job.status, job.cpu = msg["status"], msg["cpu"]
+                    job.rss = max(int(msg["rss"]) - job.rss0, 0)
                     job.ended = time.perf_counter()
                     with self.lock:
                         self.jobs.pop(msg["id"], None)
@@ -318,13 +333,17 @@ class _Zygote:
             if not job.forked.is_set():
                 job.error = "the zygote ended"
                 job.forked.set()
+            elif job.pid:  # the kernel killed it with its zygote; whatever it started goes too
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(job.pid, signal.SIGKILL)
             job.ended = time.perf_counter()
             job.done.set()
 
     def fork(self, what: dict, cwd: Path, env: dict[str, str], out_path: Path, err_path: Path,
              timeout: float | None) -> _Forked | None:
         """A child forked from this zygote to run ``what`` (``{"builtin": ...}`` or ``{"r_code": ..., "args":
-        [...]}``), or None (it could not load, or fork): start it fresh."""
+        [...]}``), or None (it could not load, or fork, or is still loading after ``timeout`` s): start it
+        fresh."""
         if not self.ready.wait(timeout) or not self.ok:
             return None
         job = _Forked()
@@ -333,17 +352,21 @@ class _Zygote:
             job_id = self.next_id
             self.jobs[job_id] = job
         line = {"id": job_id, **what, "cwd": str(cwd), "env": env, "stdout": str(out_path), "stderr": str(err_path)}
+        for path in (out_path, err_path):
+            path.touch()  # there even if it dies before opening them
         try:
-            with self.lock:
+            with self.write_lock:
                 self.proc.stdin.write((json.dumps(line) + "\n").encode())
                 self.proc.stdin.flush()
         except (OSError, ValueError):  # it ended meanwhile
             with self.lock:
                 self.jobs.pop(job_id, None)
             return None
-        if not job.forked.wait(60):  # loaded, yet no answer: it hangs; the stage starts fresh
-            with suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        if not job.forked.wait(60):  # loaded, yet no answer: it hangs. The stage starts fresh, and so do the
+            self.ok = False          # next ones (its running children go on; it is stopped with the block)
+            self.hung = True
+            with self.lock:
+                self.jobs.pop(job_id, None)
             return None
         return None if job.error else job
 
@@ -367,9 +390,12 @@ class _Zygotes:
     what the built-ins use once (``ambidex_stage.zygote``), instead of a fresh interpreter or ``Rscript``
     loading it again: a built-in R stage is 1.6 s fresh and 0.7 s forked (ranger's Matrix alone takes
     0.75 s to load), a Python one saves its ~1 s of imports. Each stage is still its own process, with
-    its own session, logs, folder and environment, its wall time measured here and its CPU time and peak
-    RSS by the zygote's ``wait4`` of it (CPU excludes the loading done once; peak RSS includes the pages
-    shared with the zygote, as a fresh process would have its own copy).
+    its own session, logs, folder and environment, recorded with runner ``zygote``: its wall time is
+    measured here from the fork (a wait for the zygote to load is not the stage's, nor its timeout's), its
+    CPU time and peak RSS by the zygote's ``wait4`` of it. CPU leaves out the loading done once; peak RSS
+    is the child's peak above the zygote's RSS when it forked, i.e. the stage's own memory without its
+    runtime's (an R zygote holds Python and rpy2 beside R, so the whole count would make every R model look
+    100-200 MB heavier than a Python one: R and Python are measured alike).
 
     Used only where the stage's environment equals the one the zygote started with (the context path
     aside), and for R only with the ``Rscript`` on PATH (the R rpy2 embeds) and no ``R_HOME`` of the
@@ -379,11 +405,16 @@ class _Zygotes:
     on two cores a process loading for nothing slows whatever runs beside it.
     """
 
+    READY_WAIT = 120.0  # a stage waits this long at most for its zygote to load, then starts fresh
+    MAX_DEATHS = 2  # a zygote that died this often after loading is not started again in the block
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.depth = 0
         self.lazy = True  # start a zygote on the first stage that needs it (else only ahead, by prestart)
         self.held: dict[tuple, _Zygote] = {}
+        self.retired: list[_Zygote] = []  # dead or hung ones, stopped with the block
+        self.deaths: dict[tuple, int] = {}
 
     @staticmethod
     def _key(lang: str, python: str, env: dict[str, str]) -> tuple:
@@ -403,9 +434,13 @@ class _Zygotes:
                 return None
             key = self._key(lang, python, env)
             z = self.held.get(key)
-            if z is not None and not z.load_failed and (z.ended or z.proc.poll() is not None):
-                z = None  # it died after loading: another one (one that could not load stays: stages start fresh)
-            if z is None and start:
+            if z is not None and not z.load_failed and (z.hung or z.ended or z.proc.poll() is not None):
+                # it died (or hangs) after loading: another one, up to MAX_DEATHS (one that could not load
+                # stays: its stages start fresh)
+                self.retired.append(self.held.pop(key))
+                self.deaths[key] = self.deaths.get(key, 0) + 1
+                z = None
+            if z is None and start and self.deaths.get(key, 0) < self.MAX_DEATHS:
                 try:
                     z = self.held[key] = _Zygote(lang, python, {k: v for k, v in env.items()
                                                                 if k != "AMBIDEX_CONTEXT"})
@@ -419,37 +454,54 @@ class _Zygotes:
             return None
         # R stages are forked from a Python process that embeds R: the orchestrator's own interpreter,
         # which has rpy2; Python stages from the stage's interpreter
-        z = self.get(launch.lang, launch.python if launch.lang == "python" else sys.executable, env, start=self.lazy)
+        z = self.get(launch.lang, _zygote_python(launch), env, start=self.lazy)
         if z is None:
             return None
-        return z.fork({"builtin": launch.builtin}, launch.project_root, env, out_path, err_path, launch.timeout)
+        return z.fork({"builtin": launch.builtin}, launch.project_root, env, out_path, err_path,
+                      min(launch.timeout, self.READY_WAIT))
 
     def prestart(self, launch: StageLaunch) -> None:
         """Start the zygote ``launch`` will be forked from now, so it loads while the caller works."""
         env = stage_env(launch)
         if self.usable(launch, env):
-            self.get(launch.lang, launch.python if launch.lang == "python" else sys.executable, env)
+            self.get(launch.lang, _zygote_python(launch), env)
 
     def stop(self, lang: str | None = None) -> None:
         with self.lock:
             gone = [k for k in self.held if lang is None or k[0] == lang]
             held = [self.held.pop(k) for k in gone]
+            if lang is None:
+                held += self.retired
+                self.retired, self.deaths = [], {}
         for z in held:
             z.stop()
+
+
+def _zygote_python(launch: StageLaunch) -> str:
+    """The interpreter a stage's zygote runs in: the stage's own for Python; for R, the orchestrator's, which
+    has rpy2 to embed R."""
+    return launch.python if launch.lang == "python" else sys.executable
 
 
 _ZYGOTES = _Zygotes()
 
 
+def scoring_launch(lang: str, *, rscript: str = "Rscript") -> StageLaunch:
+    """A launch with what ``ambidex.scoring`` gives its built-in score stages (this interpreter, no project R
+    library folders): to start their zygote ahead."""
+    return StageLaunch(stage="score", lang=lang, runner="subprocess" if lang == "python" else "rscript",
+                       script=None, builtin="score", context_path=Path("-"), stage_dir=Path("-"),
+                       project_root=Path("."), timeout=0, rscript=rscript)
+
+
 class ZygoteBlock:
     """What :func:`stage_zygotes` yields: start a runtime's zygote ahead, or stop it."""
 
-    def prestart(self, lang: str, *, rscript: str = "Rscript", python: str = sys.executable) -> None:
-        """Start the zygote for the built-in stages of ``lang`` (``"python"`` or ``"r"``) with the environment
-        of a built-in stage of ``ambidex.scoring`` and the cycle (no project R library folders)."""
-        _ZYGOTES.prestart(StageLaunch(stage="prestart", lang=lang, runner="subprocess" if lang == "python" else "rscript",
-                                      script=None, builtin="score", context_path=Path("-"), stage_dir=Path("-"),
-                                      project_root=Path("."), timeout=0, python=python, rscript=rscript))
+    def prestart(self, what: "str | StageLaunch", *, rscript: str = "Rscript") -> None:
+        """Start the zygote a built-in stage will be forked from: ``what`` is that stage's launch, or a runtime
+        (``"python"``, ``"r"``) for a scoring stage of ``ambidex.scoring`` (this interpreter, no project R
+        library folders)."""
+        _ZYGOTES.prestart(what if isinstance(what, StageLaunch) else scoring_launch(what, rscript=rscript))
 
     def stop(self, lang: str | None = None) -> None:
         """Stop the zygote of ``lang`` (every one with None): the block learnt it will not need it."""
@@ -470,7 +522,7 @@ def run_r_code(code: str, args: list[str], *, cwd: Path, log_dir: Path, rscript:
     out_path, err_path = log_dir / "r.out", log_dir / "r.err"
     z = _ZYGOTES.get("r", sys.executable, env, start=_ZYGOTES.lazy) if _ZYGOTES.usable(launch, env) else None
     forked = z.fork({"r_code": code, "args": [str(a) for a in args]}, Path(cwd), env, out_path, err_path,
-                    None) if z is not None else None
+                    _ZYGOTES.READY_WAIT) if z is not None else None
     if forked is not None:
         forked.done.wait()
         code_ = os.waitstatus_to_exitcode(forked.status) if forked.status is not None else -signal.SIGKILL
@@ -484,12 +536,12 @@ def run_r_code(code: str, args: list[str], *, cwd: Path, log_dir: Path, rscript:
 
 
 @contextmanager
-def stage_zygotes(*prestart: str, lazy: bool = True):
+def stage_zygotes(*prestart: "str | StageLaunch", lazy: bool = True):
     """Inside the block, built-in stages are forked from a zygote per runtime (:class:`_Zygotes`), started
     with the first stage that needs it (``lazy``; a zygote costs a little more to start than one fresh
     process, so a block that runs one stage per runtime says ``lazy=False``) or ahead: ``prestart`` names
-    runtimes (``"python"``, ``"r"``) to start at once. Every zygote is stopped at the end of the outermost
-    block; nested blocks share them (and the outermost block's ``lazy``)."""
+    the stages (their launches, or a runtime for a scoring stage) whose zygotes start at once. Every zygote
+    is stopped at the end of the outermost block; nested blocks share them (and the outermost's ``lazy``)."""
     with _ZYGOTES.lock:
         if not _ZYGOTES.depth:
             _ZYGOTES.lazy = lazy
@@ -511,8 +563,11 @@ def _kill_group(pid: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
+        except ProcessLookupError:  # not (yet) a group leader: a forked stage before its setsid
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
         time.sleep(0.5)
 
 

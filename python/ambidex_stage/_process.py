@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 
-__all__ = ["leave", "tune_gc"]
+__all__ = ["finish", "leave", "tune_gc"]
 
 GC_THRESHOLDS = (20_000, 20, 20)  # Python's default: (700, 10, 10)
 
@@ -41,7 +41,18 @@ def leave(code: int) -> None:
                if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if running or os.environ.get("AMBIDEX_FAST_EXIT", "1") == "0":
         sys.exit(code)
-    atexit._run_exitfuncs()
+    os._exit(finish(code))
+
+
+def finish(code: int, *, run_atexit: bool = True) -> int:
+    """What a process does at its end before the interpreter's teardown: wait for its non-daemon threads,
+    run the atexit handlers (unless told not to), flush stdout and stderr. Returns the exit code: 120 for a
+    failed flush of stdout after a success, as Python does. A forked stage ends with it (``zygote``)."""
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join()
+    if run_atexit:
+        atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
@@ -49,4 +60,4 @@ def leave(code: int) -> None:
         except (OSError, ValueError):
             if stream is sys.stdout and not code:
                 code = 120
-    os._exit(code)
+    return code

@@ -29,8 +29,15 @@ code with ``args`` bound to the strings given (``ambidex.runners.run_r_code``).
 
 Only built-in stages are forked: a project's own script may set environment variables (thread counts)
 before its first import of numpy, which a process that imported it already would ignore, so scripts
-always get a fresh process (``ambidex.runners``). The zygote itself is single-threaded: it waits on
-stdin and on one pidfd per child with ``select``, so a fork never copies a half-held lock of a thread.
+always get a fresh process (``ambidex.runners``). The zygote's own loop runs on one thread: it waits on
+stdin and on one pidfd per child with ``select``, and never forks while a lock of its own is held (OpenBLAS
+and pyarrow keep idle threads of their own, which their fork handlers make safe, as for any fork of a
+process that imported numpy).
+
+Where a forked R child differs from ``Rscript --vanilla``: its warnings are printed as they happen
+(``options(warn = 1)``; embedded R has no top level to print deferred ones at), and R's own signal
+handlers (the segfault traceback) are not installed; its environment, ``interactive()``, C stack check,
+working folder and temporary folder (the zygote's, shared by its children) are as in Rscript.
 """
 from __future__ import annotations
 
@@ -57,9 +64,13 @@ class _R:
 
     def __init__(self) -> None:
         saved_ld = os.environ.get("LD_LIBRARY_PATH")
+        before = set(os.environ)
         from rpy2.rinterface_lib import embedded
 
         embedded.set_initoptions(("rpy2", "--quiet", "--vanilla", "--no-save"))
+        # R's C stack check as in Rscript (rpy2 turns it off, for R called from other threads; here R only
+        # ever runs on the main thread): a runaway recursion is an R error, not a crash
+        embedded._DEFAULT_C_STACK_LIMIT = 0
         import rpy2.robjects as ro
         from rpy2.rinterface_lib import callbacks, openrlib
 
@@ -69,8 +80,7 @@ class _R:
         # default, no event processing, as in Rscript.
         openrlib.rlib.ptr_R_ProcessEvents = openrlib.ffi.NULL
 
-        # rpy2 puts R's library folders in front of LD_LIBRARY_PATH; a child takes its environment from
-        # the job anyway, and the zygote's own is put back as it was
+        # rpy2 puts R's library folders in front of LD_LIBRARY_PATH; the zygote's own is put back as it was
         if saved_ld is None:
             os.environ.pop("LD_LIBRARY_PATH", None)
         else:
@@ -79,29 +89,57 @@ class _R:
         callbacks.consolewrite_warnerror = lambda s: sys.stderr.write(s)
         callbacks.showmessage = lambda s: sys.stderr.write(s + "\n")
         self.ro = ro
+        self.rlib = openrlib.rlib
         names = ", ".join(json.dumps(n) for n in R_PRELOAD)
         ro.r(f"invisible(lapply(c({names}), function(p) suppressPackageStartupMessages("
              "requireNamespace(p, quietly = TRUE))))")
         if not bool(ro.r('(requireNamespace("ambidex", quietly = TRUE))')[0]):
             raise RuntimeError("the ambidex R package is not installed where R_LIBS points")
+        self.tempdir = str(ro.r("tempdir()")[0])
+        # what R's start-up added to the environment (R_HOME, R_SHARE_DIR, ..., etc/Renviron's TAR, R_ZIPCMD):
+        # an Rscript process has them too, so every child gets them back over the stage's environment
+        env = ro.r("Sys.getenv()")
+        names_ = list(env.names)
+        self.startup_env = {k: str(env[i]) for i, k in enumerate(names_)
+                            if k not in before and k not in ("LD_LIBRARY_PATH", "PYTHON_SESSION_INITIALIZED")}
+
+    def begin(self) -> None:
+        """In the child, before the stage: R as ``Rscript`` has it where it matters to a stage."""
+        os.environ.update({k: v for k, v in self.startup_env.items() if k not in os.environ})
+        self.rlib.R_Interactive = 0  # interactive() is FALSE, as in Rscript (no progress bars, no prompts)
+        # warnings are printed as they happen: embedded R has no top level to print deferred ones at
+        self.ro.r("options(warn = 1)")
 
     def run(self, builtin: str) -> int:
-        # parentheses: rpy2 returns None for an invisible value
+        # parentheses: rpy2 returns None for an invisible value; run_stage catches every R error itself
         status = self.ro.r(f"(ambidex::run_stage(builtin = {json.dumps(builtin)}, exit = FALSE))")
         return int(status[0]) if status is not None and len(status) else 1
 
     def run_code(self, code: str, args: list[str]) -> int:
-        """ambidex's own R code (``runners.run_r_code``) with ``args`` bound to ``args``; 1 if it fails."""
+        """ambidex's own R code (``runners.run_r_code``) with ``args`` bound to ``args``; 1 if it fails, with
+        the error on stderr as Rscript writes it (no R error reaches the top level of the embedded R)."""
         bound = ", ".join(json.dumps(str(a)) for a in args)  # a JSON string is an R string literal
-        try:
-            self.ro.r(f"local({{\nargs <- c({bound})\n{code}\n}})")
-        except Exception as e:  # noqa: BLE001 - rpy2's RRuntimeError: R's message is already on stderr
-            sys.stderr.write(f"{e}\n")
-            return 1
-        return 0
+        status = self.ro.r(
+            f"(tryCatch({{ local({{\nargs <- c({bound})\n{code}\n}}); 0L }}, error = function(e) {{\n"
+            "  call <- conditionCall(e)\n"
+            "  msg <- if (is.null(call)) paste0('Error: ', conditionMessage(e))\n"
+            "         else paste0('Error in ', paste(deparse(call, nlines = 1L), collapse = ''), ' : ',"
+            " conditionMessage(e))\n"
+            "  message(msg); message('Execution halted'); 1L }))")
+        return int(status[0]) if status is not None and len(status) else 1
+
+    def cleanup(self) -> None:
+        """The zygote's end: the session's temporary folder, which its children shared, goes (os._exit skips
+        R's own end, which would remove it while children still use it)."""
+        import shutil
+
+        shutil.rmtree(self.tempdir, ignore_errors=True)
 
 
 def _preload(lang: str):
+    if not hasattr(os, "pidfd_open"):
+        raise RuntimeError("this Python has no os.pidfd_open (Linux 5.3 and newer)")
+    os.close(os.pidfd_open(os.getpid()))  # ENOSYS on an older kernel: said now, not at the first fork
     if lang == "r":
         return _R()
     for name in PYTHON_PRELOAD:
@@ -112,40 +150,47 @@ def _preload(lang: str):
     return None
 
 
-def _become(job: dict) -> None:
-    """In the forked child: the stage's session, files, folder and environment."""
-    os.setsid()
-    os.close(_OUT)  # only the zygote answers the orchestrator
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the zygote kills its children when its input ends
-        pass
-    for sig in (signal.SIGTERM, signal.SIGINT):  # as a fresh process (Python's SIGPIPE stays ignored)
-        signal.signal(sig, signal.SIG_DFL)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
+def _become(job: dict, zygote: int, r: _R | None) -> None:
+    """In the forked child: the stage's logs, session, folder and environment."""
+    for fd, path in ((1, job["stdout"]), (2, job["stderr"])):  # first: anything going wrong is logged there
         f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(f, fd)
         os.close(f)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.close(_OUT)  # only the zygote answers the orchestrator
+    os.setsid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the zygote kills its children when its input ends
+        libc = None
+    if os.getppid() != zygote:  # the zygote died before the request above took effect
+        os._exit(1)
+    if r is not None:  # Python's default SIGINT handler would raise inside R; R installs none embedded
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.chdir(job["cwd"])
     sys.path[0] = os.getcwd()  # as `python -m` started there has it
+    # the stage's environment, whole: what Python knows of, and what C code (R) set beside it
     os.environ.clear()
+    if libc is not None:
+        libc.clearenv()
     os.environ.update(job["env"])
 
 
-def _child(job: dict, r: _R | None) -> None:
+def _child(job: dict, r: _R | None, zygote: int) -> None:
     """Run the stage in the forked child and end it; never returns into the zygote's loop."""
+    from ._process import finish
+
     code = 1
     try:
-        _become(job)
-        if r is not None and "r_code" in job:
-            code = r.run_code(job["r_code"], job["args"])
-        elif r is not None:
-            code = r.run(job["builtin"])
+        _become(job, zygote, r)
+        if r is not None:
+            r.begin()
+            code = r.run_code(job["r_code"], job["args"]) if "r_code" in job else r.run(job["builtin"])
         else:
             from .run import main as run_main
 
@@ -158,21 +203,16 @@ def _child(job: dict, r: _R | None) -> None:
         except Exception:  # noqa: BLE001
             pass
         code = 1
-    if r is None:
-        import threading
-
-        for t in threading.enumerate():  # as Python's own exit: non-daemon threads finish first
-            if t is not threading.main_thread() and not t.daemon:
-                t.join()
-        import atexit
-
-        atexit._run_exitfuncs()
-    # no atexit for R: R's end (rpy2's handler) would remove the session's temporary folder, which the
-    # zygote and its other children share
-    for stream in (sys.stdout, sys.stderr):
+    # as a fresh process ends (_process.finish): non-daemon threads, atexit handlers, flushed output. Not
+    # for R: R's end (rpy2's atexit handler) would remove the session's temporary folder, which the zygote
+    # and its other children share; C's buffered output is flushed instead.
+    code = finish(code, run_atexit=r is None)
+    if r is not None:
         try:
-            stream.flush()
-        except (OSError, ValueError):
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)
+        except (OSError, AttributeError):
             pass
     os._exit(code)
 
@@ -231,21 +271,46 @@ def main(argv: list[str]) -> int:
                 _, status, usage = os.wait4(pid, 0)
                 _say({"id": job_id, "status": status, "cpu": usage.ru_utime + usage.ru_stime,
                       "rss": int(usage.ru_maxrss) * 1024})
+    if r is not None:
+        r.cleanup()
     return 0
 
 
 def _start(job: dict, r: _R | None, sel, children: dict) -> None:
+    zygote = os.getpid()
     try:
         pid = os.fork()
     except OSError as e:
         _say({"id": job["id"], "error": f"fork: {e}"})
         return
     if pid == 0:
-        _child(job, r)  # never returns
-    fd = os.pidfd_open(pid)
+        try:
+            sel.close()
+            for fd in children:
+                os.close(fd)
+            _child(job, r, zygote)  # never returns
+        finally:
+            os._exit(1)
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError as e:  # cannot watch it: it must not run unseen
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        _say({"id": job["id"], "error": f"pidfd_open: {e}"})
+        return
     children[fd] = (job["id"], pid)
     sel.register(fd, selectors.EVENT_READ, pid)
-    _say({"id": job["id"], "pid": pid})
+    _say({"id": job["id"], "pid": pid, "rss0": _rss(pid)})
+
+
+def _rss(pid: int) -> int:
+    """The resident set of ``pid`` now, in bytes: of a child just forked, what it starts with (the pages of
+    its zygote's it maps already; its peak RSS above this is the stage's own memory)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 if __name__ == "__main__":

@@ -261,3 +261,83 @@ def test_ambidex_score_forks_a_python_model_and_starts_an_r_zygote_only_where_it
     assert [a[-2:] for a in launched] == [["ambidex_stage.zygote", "python"], ["ambidex_stage.zygote", "r"]]
     assert runners._ZYGOTES.held == {}
     capsys.readouterr()
+
+
+_R_PROBE = r"""
+writeLines(c(paste("interactive", interactive()), paste("r_home", nzchar(Sys.getenv("R_HOME"))),
+             paste("marker", Sys.getenv("AMBIDEX_TEST_MARKER", "unset")),
+             paste("rpy2_mark", Sys.getenv("PYTHON_SESSION_INITIALIZED", "unset")),
+             paste("wd", getwd() == normalizePath(args[2])),
+             paste("tmp", dir.exists(tempdir()))), file.path(args[1], "probe.txt"))
+warning("careful with that")
+"""
+
+
+def test_forked_r_code_sees_what_rscript_sees(tmp_path):
+    (tmp_path / "wd").mkdir()
+    outs = {}
+    for forked in (False, True):
+        d = tmp_path / str(forked)
+        d.mkdir()
+        # rpy2 marks the zygote's environment (C level too) when it starts R; the child's is the stage's
+        with runners.stage_zygotes() if forked else _nothing():
+            rc, tail = runners.run_r_code(_R_PROBE, [d, tmp_path / "wd"], cwd=tmp_path / "wd", log_dir=d / "logs")
+        assert rc == 0, tail
+        assert "careful with that" in tail  # printed, not held back
+        outs[forked] = (d / "probe.txt").read_text().splitlines()
+    assert outs[False] == outs[True]
+    assert outs[True] == ["interactive FALSE", "r_home TRUE", "marker unset", "rpy2_mark unset", "wd TRUE",
+                          "tmp TRUE"]
+    assert len(_zygotes()) == 0
+
+
+def test_forked_r_code_errors_as_rscript_and_runaway_recursion_is_an_error(tmp_path):
+    with runners.stage_zygotes():
+        rc, tail = runners.run_r_code('f <- function(x) stop("bad model folder: ", x)\nf(args[1])', ["m7"],
+                                      cwd=tmp_path, log_dir=tmp_path / "a")
+        assert rc == 1 and "bad model folder: m7" in tail and "Execution halted" in tail
+        assert tail.count("bad model folder: m7") == 1
+        rc, tail = runners.run_r_code("options(expressions = 500000)\nf <- function(n) f(n + 1)\nf(1)", [],
+                                      cwd=tmp_path, log_dir=tmp_path / "b")
+        assert rc == 1 and ("C stack" in tail or "too deeply" in tail), tail
+        assert _zygotes("r")[0].ok  # the zygote serves on
+
+
+def test_what_a_forked_stage_started_dies_with_its_zygote(tmp_path):
+    import threading
+
+    marker = "47.123"
+    with runners.stage_zygotes():
+        runners._ZYGOTES.lazy = True
+        runners.run_r_code("invisible(0)", [], cwd=tmp_path, log_dir=tmp_path / "w")
+        z = _zygotes("r")[0]
+        got = {}
+        t = threading.Thread(target=lambda: got.update(r=runners.run_r_code(
+            f'system("sleep {marker}", wait = FALSE); Sys.sleep(60)', [], cwd=tmp_path, log_dir=tmp_path / "l")))
+        t.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and subprocess.run(["pgrep", "-f", f"sleep {marker}"],
+                                                        capture_output=True).returncode:
+            time.sleep(0.05)
+        os.killpg(z.proc.pid, signal.SIGKILL)
+        t.join(30)
+    assert got["r"][0] == -signal.SIGKILL
+    time.sleep(0.2)
+    assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1
+
+
+def test_a_forked_stage_is_measured_as_its_own(tmp_path):
+    from .conftest import train_launch
+
+    with runners.stage_zygotes():  # lazy: the first stage starts the zygote and waits for it to load
+        out = runners.run_stage(train_launch(tmp_path, "python", "m"))
+    fresh = runners.run_stage(train_launch(tmp_path / "fresh", "python", "m"))
+    assert out.runner == "zygote" and fresh.runner == "subprocess"
+    assert out.peak_rss_bytes < fresh.peak_rss_bytes  # its own memory, without the loaded runtime's
+    assert out.cpu_seconds < fresh.cpu_seconds  # nor its CPU
+
+
+def test_rpy2s_marks_on_the_orchestrators_environment_do_not_reach_stages(monkeypatch):
+    monkeypatch.setenv("PYTHON_SESSION_INITIALIZED", "rpy2_version=3.5.17")
+    assert "PYTHON_SESSION_INITIALIZED" not in runners._contract_env()
+    assert runners._contract_env()["KMP_INIT_AT_FORK"] == "FALSE"
