@@ -55,6 +55,10 @@ PYTHON_PRELOAD = ("numpy", "pandas", "pyarrow.csv", "ambidex_stage.builtins", "a
                   "sklearn.preprocessing", "sklearn.linear_model")
 # the R namespaces the built-in R stages load (ranger only where it is installed)
 R_PRELOAD = ("ambidex", "jsonlite", "data.table", "ranger")
+# run once the zygote is ready, while no stage is waiting: an error raised as the built-ins raise theirs, which
+# loads what only reporting an error needs (cli, rlang and its traceback's pillar, vctrs, glue...: 0.4 s,
+# paid otherwise by every refused input, e.g. each negative smoke case)
+R_IDLE = ('try(ambidex:::amb_abort("loading what an error needs", code = "stage.failed"), silent = TRUE)',)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -96,12 +100,20 @@ class _R:
         if not bool(ro.r('(requireNamespace("ambidex", quietly = TRUE))')[0]):
             raise RuntimeError("the ambidex R package is not installed where R_LIBS points")
         self.tempdir = str(ro.r("tempdir()")[0])
+        self.idle = list(R_IDLE)
         # what R's start-up added to the environment (R_HOME, R_SHARE_DIR, ..., etc/Renviron's TAR, R_ZIPCMD):
         # an Rscript process has them too, so every child gets them back over the stage's environment
         env = ro.r("Sys.getenv()")
         names_ = list(env.names)
         self.startup_env = {k: str(env[i]) for i, k in enumerate(names_)
                             if k not in before and k not in ("LD_LIBRARY_PATH", "PYTHON_SESSION_INITIALIZED")}
+
+    def load_idle(self) -> None:
+        """Run the next step of R_IDLE."""
+        try:
+            self.ro.r(f"invisible({self.idle.pop(0)})")
+        except Exception:  # noqa: BLE001 - only ahead of time: a stage that needs it loads it itself
+            pass
 
     def begin(self) -> None:
         """In the child, before the stage: R as ``Rscript`` has it where it matters to a stage."""
@@ -246,8 +258,15 @@ def main(argv: list[str]) -> int:
     children: dict[int, tuple[int, int]] = {}  # pidfd -> (job id, pid)
     buf = b""
     open_input = True
+    served = 0
     while open_input or children:
-        for key, _ in sel.select():
+        # idle (a stage served, none running, none asked for): load what a later stage may need
+        idle = r is not None and r.idle and served and not children
+        events = sel.select(0 if idle else None)
+        if not events and idle:
+            r.load_idle()
+            continue
+        for key, _ in events:
             if key.data is None:  # stdin
                 chunk = os.read(0, 65536)
                 if not chunk:
@@ -264,6 +283,7 @@ def main(argv: list[str]) -> int:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
                         _start(json.loads(line), r, sel, children)
+                        served += 1
             else:
                 job_id, pid = children.pop(key.fd)
                 sel.unregister(key.fd)

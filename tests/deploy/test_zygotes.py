@@ -341,3 +341,13 @@ def test_rpy2s_marks_on_the_orchestrators_environment_do_not_reach_stages(monkey
     monkeypatch.setenv("PYTHON_SESSION_INITIALIZED", "rpy2_version=3.5.17")
     assert "PYTHON_SESSION_INITIALIZED" not in runners._contract_env()
     assert runners._contract_env()["KMP_INIT_AT_FORK"] == "FALSE"
+
+
+def test_an_idle_r_zygote_loads_what_an_error_needs_after_its_first_stage(tmp_path):
+    probe = 'writeLines(loadedNamespaces(), file.path(args[1], "ns.txt"))'
+    with runners.stage_zygotes():
+        runners.run_r_code(probe, [tmp_path], cwd=tmp_path, log_dir=tmp_path / "a")
+        first = set((tmp_path / "ns.txt").read_text().split())
+        runners.run_r_code(probe, [tmp_path], cwd=tmp_path, log_dir=tmp_path / "b")
+        later = set((tmp_path / "ns.txt").read_text().split())
+    assert "cli" not in first and {"cli", "rlang"} <= later  # the first stage did not wait for it
