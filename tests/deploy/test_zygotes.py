@@ -107,7 +107,8 @@ def test_a_changed_environment_a_script_or_another_r_starts_fresh(py_model_dir, 
 
 
 def _launch(tmp_path, builtin="score", script=None, lang="python", runner=None, rscript="Rscript"):
-    return runners.StageLaunch(stage="score", lang=lang, runner=runner or ("subprocess" if lang == "python" else "rscript"),
+    runner = runner or ("subprocess" if lang == "python" else "rscript")
+    return runners.StageLaunch(stage="score", lang=lang, runner=runner,
                                script=script, builtin=builtin, context_path=tmp_path / "context.json",
                                stage_dir=tmp_path / "sd", project_root=tmp_path, timeout=60, rscript=rscript)
 
