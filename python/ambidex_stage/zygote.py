@@ -229,6 +229,18 @@ def _child(job: dict, r: _R | None, zygote: int) -> None:
     os._exit(code)
 
 
+def _kill(pid: int) -> None:
+    """Kill a child and what it started (its session), or the child alone before its setsid."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            continue
+        except OSError:
+            return
+
+
 def _say(msg: dict) -> None:
     os.write(_OUT, (json.dumps(msg) + "\n").encode())
 
@@ -273,10 +285,7 @@ def main(argv: list[str]) -> int:
                     open_input = False
                     sel.unregister(0)
                     for _, pid in children.values():  # nobody is waiting for them any more
-                        try:
-                            os.killpg(pid, signal.SIGKILL)
-                        except OSError:
-                            pass
+                        _kill(pid)
                     continue
                 buf += chunk
                 while b"\n" in buf:
@@ -314,7 +323,7 @@ def _start(job: dict, r: _R | None, sel, children: dict) -> None:
     try:
         fd = os.pidfd_open(pid)
     except OSError as e:  # cannot watch it: it must not run unseen
-        os.kill(pid, signal.SIGKILL)
+        _kill(pid)
         os.waitpid(pid, 0)
         _say({"id": job["id"], "error": f"pidfd_open: {e}"})
         return
