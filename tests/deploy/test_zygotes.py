@@ -352,3 +352,17 @@ def test_an_idle_r_zygote_loads_what_an_error_needs_after_its_first_stage(tmp_pa
         runners.run_r_code(probe, [tmp_path], cwd=tmp_path, log_dir=tmp_path / "b")
         later = set((tmp_path / "ns.txt").read_text().split())
     assert "cli" not in first and {"cli", "rlang"} <= later  # the first stage did not wait for it
+
+
+def test_ambidex_run_of_a_cycle_starts_its_candidates_zygotes_first(tmp_path):
+    from ambidex.cli.project import _cycle_zygotes_ahead
+
+    cycle = tmp_path / "c.yaml"
+    cycle.write_text("cycle:\n  candidates:\n    - {name: a, lang: r, builtin: train}\n"
+                     "    - {name: b, lang: python, builtin: train}\n    - {name: c, lang: python, script: s.py}\n")
+    assert [(x.lang, x.builtin) for x in _cycle_zygotes_ahead(cycle)] == [("python", "score"), ("r", "score")]
+    plain = tmp_path / "p.yaml"
+    plain.write_text("stages:\n  - {name: a, lang: r, builtin: train}\n")
+    broken = tmp_path / "b.yaml"
+    broken.write_text("cycle: [unclosed\n")
+    assert _cycle_zygotes_ahead(plain) == _cycle_zygotes_ahead(broken) == _cycle_zygotes_ahead(tmp_path / "none") == []

@@ -95,12 +95,19 @@ def run(pipeline: Path, window: str | None, require_clean: bool, as_json: bool) 
       ambidex run config/churn.yaml
       ambidex run config/churn.yaml --window 2024-03-01/2024-04-01 --require-clean
     """
-    from ..config import load_pipeline
-    from ..workspace import Workspace
+    import contextlib
 
-    ws = Workspace.find(pipeline.parent if pipeline.parent != Path("") else Path.cwd())
-    if load_pipeline(pipeline, ws.root).cycle is not None:
-        return _run_cycle(ws, pipeline, window, require_clean, as_json)
+    from ..runners import stage_zygotes
+
+    # a cycle's zygotes start loading now, while this process imports and reads the project (one core)
+    ahead = _cycle_zygotes_ahead(pipeline)
+    with stage_zygotes(*ahead) if ahead else contextlib.nullcontext():
+        from ..config import load_pipeline
+        from ..workspace import Workspace
+
+        ws = Workspace.find(pipeline.parent if pipeline.parent != Path("") else Path.cwd())
+        if load_pipeline(pipeline, ws.root).cycle is not None:
+            return _run_cycle(ws, pipeline, window, require_clean, as_json)
     if require_clean:
         _refuse_dirty(ws)
     from ..pipeline import run_pipeline
@@ -116,6 +123,23 @@ def run(pipeline: Path, window: str | None, require_clean: bool, as_json: bool) 
     if summary.models:
         click.echo("Registered:")
         emit_table(summary.models, ["name", "version", "language", "task", "stage"], False)
+
+
+def _cycle_zygotes_ahead(pipeline: Path) -> list:
+    """For a pipeline with a cycle: section, the scoring stages of its built-in candidates' runtimes, whose
+    zygotes (runners.stage_zygotes) the cycle will fork from: the window's score step, and its training. A
+    plain reading of the YAML, before it is validated (load_pipeline then says what is wrong with it);
+    nothing for anything else."""
+    import yaml
+
+    from ..runners import scoring_launch
+
+    try:
+        doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
+        langs = {c.get("lang") for c in doc["cycle"]["candidates"] if c.get("builtin")}
+    except Exception:  # noqa: BLE001 - not a cycle, or not valid: no zygote ahead
+        return []
+    return [scoring_launch(lang) for lang in sorted(langs) if lang in ("python", "r")]
 
 
 def _refuse_dirty(ws) -> None:
