@@ -218,7 +218,7 @@ def _run_process(launch: StageLaunch, clock) -> StageOutcome:
         if forked is not None:  # the zygote's wait4 of it
             forked.done.wait()
             if forked.status is not None:
-                waited.update(status=forked.status, cpu=forked.cpu, rss=forked.rss)
+                waited.update(status=forked.status, cpu=forked.cpu, rss=forked.rss, wall=forked.wall)
             else:  # its zygote ended first, and the kernel killed it with it
                 waited.update(status=signal.SIGKILL, cpu=forked.cpu, rss=forked.rss)
             waited["ended"] = forked.ended
@@ -238,7 +238,11 @@ def _run_process(launch: StageLaunch, clock) -> StageOutcome:
         waiter.join(10)
     if proc is not None:
         proc.returncode = 0  # wait4 reaped it; stop Popen from waiting again
-    wall = waited.get("ended", time.perf_counter()) - t0
+    # a forked stage's wall time is the zygote's, fork to reaping (it was running before the fork's answer
+    # reached this thread); anything else from here
+    wall = waited.get("wall")
+    if wall is None:
+        wall = max(waited.get("ended", time.perf_counter()) - t0, 0.0)
     ended = clock()
     exit_code = os.waitstatus_to_exitcode(waited["status"]) if "status" in waited else None
     cpu = waited.get("cpu", 0.0)
@@ -269,6 +273,8 @@ class _Forked:
         self.rss: int | None = None  # peak RSS above what it shared with the zygote when forked
         self.rss0 = 0
         self.ended = 0.0
+        self.wall: float | None = None  # fork to reaping, on the zygote's monotonic clock
+        self.t0: float | None = None
 
 
 class _Zygote:
@@ -299,15 +305,15 @@ class _Zygote:
                     self.load_failed = not self.ok
                     self.ready.set()
                     continue
-                with self.lock:
+                with self.lock:  # fork() gives up on a job under this lock: a pid is taken or killed, never lost
                     job = self.jobs.get(msg["id"])
+                    if job is not None and "pid" in msg:
+                        job.pid, job.rss0, job.t0 = msg["pid"], int(msg.get("rss0") or 0), msg.get("t0")
                 if job is None:
                     if "pid" in msg:  # forked after the stage gave up on it and started fresh: not twice
-                        with suppress(ProcessLookupError, PermissionError):
-                            os.kill(msg["pid"], signal.SIGKILL)
+                        _kill_session(msg["pid"])
                     continue
                 if "pid" in msg:
-                    job.pid, job.rss0 = msg["pid"], int(msg.get("rss0") or 0)
                     job.forked.set()
                 elif "error" in msg:
                     job.error = msg["error"]
@@ -315,6 +321,8 @@ class _Zygote:
                 else:
                     job.status, job.cpu = msg["status"], msg["cpu"]
                     job.rss = max(int(msg["rss"]) - job.rss0, 0)
+                    if job.t0 is not None and msg.get("t1") is not None:
+                        job.wall = max(float(msg["t1"]) - float(job.t0), 0.0)
                     job.ended = time.perf_counter()
                     with self.lock:
                         self.jobs.pop(msg["id"], None)
@@ -334,8 +342,7 @@ class _Zygote:
                 job.error = "the zygote ended"
                 job.forked.set()
             elif job.pid:  # the kernel killed it with its zygote; whatever it started goes too
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(job.pid, signal.SIGKILL)
+                _kill_session(job.pid)
             job.ended = time.perf_counter()
             job.done.set()
 
@@ -367,6 +374,10 @@ class _Zygote:
             self.hung = True
             with self.lock:
                 self.jobs.pop(job_id, None)
+                pid = job.pid
+            if pid is None:
+                return None
+            _kill_session(pid)  # its answer came as we gave up: the stage runs once, fresh
             return None
         return None if job.error else job
 
@@ -393,20 +404,23 @@ class _Zygotes:
     its own session, logs, folder and environment, recorded with runner ``zygote``: its wall time is
     measured here from the fork (a wait for the zygote to load is not the stage's, nor its timeout's), its
     CPU time and peak RSS by the zygote's ``wait4`` of it. CPU leaves out the loading done once; peak RSS
-    is the child's peak above the zygote's RSS when it forked, i.e. the stage's own memory without its
+    is the child's peak above its RSS just after the fork, i.e. about the stage's own memory without its
     runtime's (an R zygote holds Python and rpy2 beside R, so the whole count would make every R model look
-    100-200 MB heavier than a Python one: R and Python are measured alike).
+    100-200 MB heavier than a Python one: R and Python are measured alike). About: the runtime's code pages
+    the child touches again count as its own, and the start is read as the child already runs.
 
     Used only where the stage's environment equals the one the zygote started with (the context path
     aside), and for R only with the ``Rscript`` on PATH (the R rpy2 embeds) and no ``R_HOME`` of the
     user's; anything else starts fresh exactly as without a block. ``AMBIDEX_ZYGOTES=0`` turns it off.
     A zygote starts on the first built-in stage that needs it, or ahead with :meth:`prestart` where the
-    caller knows one is coming and has work of its own to do meanwhile; none is started on speculation:
-    on two cores a process loading for nothing slows whatever runs beside it.
+    caller knows one is coming and has work of its own to do meanwhile (``ambidex run`` of a cycle starts
+    its candidates' runtimes at once: every window scores with them), not on a guess: on two cores a
+    process loading for nothing slows whatever runs beside it.
     """
 
     READY_WAIT = 120.0  # a stage waits this long at most for its zygote to load, then starts fresh
-    MAX_DEATHS = 2  # a zygote that died this often after loading is not started again in the block
+    MAX_DEATHS = 2  # a zygote that died this often after loading is not started again in the block (one
+    # replacement)
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -557,6 +571,18 @@ def stage_zygotes(*prestart: "str | StageLaunch", lazy: bool = True):
             last = not _ZYGOTES.depth
         if last:
             _ZYGOTES.stop()
+
+
+def _kill_session(pid: int) -> None:
+    """SIGKILL a forked stage and what it started (its session), or the stage alone before its setsid."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            return
 
 
 def _kill_group(pid: int) -> None:

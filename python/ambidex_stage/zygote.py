@@ -31,13 +31,14 @@ Only built-in stages are forked: a project's own script may set environment vari
 before its first import of numpy, which a process that imported it already would ignore, so scripts
 always get a fresh process (``ambidex.runners``). The zygote's own loop runs on one thread: it waits on
 stdin and on one pidfd per child with ``select``, and never forks while a lock of its own is held (OpenBLAS
-and pyarrow keep idle threads of their own, which their fork handlers make safe, as for any fork of a
-process that imported numpy).
+and pyarrow keep idle threads of their own, and R's cli package a sleeping timer thread, which is as safe
+as any fork of a process that imported numpy).
 
 Where a forked R child differs from ``Rscript --vanilla``: its warnings are printed as they happen
 (``options(warn = 1)``; embedded R has no top level to print deferred ones at), and R's own signal
-handlers (the segfault traceback) are not installed; its environment, ``interactive()``, C stack check,
-working folder and temporary folder (the zygote's, shared by its children) are as in Rscript.
+handlers (the segfault traceback) are not installed, and its environment has the stage's LD_LIBRARY_PATH,
+not R's ldpaths; ``interactive()``, the C stack check, the working folder, the rest of the environment and a
+temporary folder (the zygote's, shared by its children) are as in Rscript.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ import os
 import selectors
 import signal
 import sys
+import time
 import traceback
 
 # what the built-in Python stages import (the scikit-learn parts of the default pipeline included)
@@ -132,8 +134,9 @@ class _R:
         the error on stderr as Rscript writes it (no R error reaches the top level of the embedded R)."""
         bound = ", ".join(json.dumps(str(a)) for a in args)  # a JSON string is an R string literal
         status = self.ro.r(
-            f"(tryCatch({{ local({{\nargs <- c({bound})\n{code}\n}}); 0L }}, error = function(e) {{\n"
+            f"(tryCatch({{ local({{\nargs <- as.character(c({bound}))\n{code}\n}}); 0L }}, error = function(e) {{\n"
             "  call <- conditionCall(e)\n"
+            "  if (is.call(call) && identical(call[[1L]], quote(eval))) call <- NULL  # the code's own top level\n"
             "  msg <- if (is.null(call)) paste0('Error: ', conditionMessage(e))\n"
             "         else paste0('Error in ', paste(deparse(call, nlines = 1L), collapse = ''), ' : ',"
             " conditionMessage(e))\n"
@@ -299,7 +302,7 @@ def main(argv: list[str]) -> int:
                 os.close(key.fd)
                 _, status, usage = os.wait4(pid, 0)
                 _say({"id": job_id, "status": status, "cpu": usage.ru_utime + usage.ru_stime,
-                      "rss": int(usage.ru_maxrss) * 1024})
+                      "rss": int(usage.ru_maxrss) * 1024, "t1": time.monotonic()})
     if r is not None:
         r.cleanup()
     return 0
@@ -307,6 +310,7 @@ def main(argv: list[str]) -> int:
 
 def _start(job: dict, r: _R | None, sel, children: dict) -> None:
     zygote = os.getpid()
+    t0 = time.monotonic()  # the orchestrator's perf_counter runs on the same clock (CLOCK_MONOTONIC)
     try:
         pid = os.fork()
     except OSError as e:
@@ -329,7 +333,7 @@ def _start(job: dict, r: _R | None, sel, children: dict) -> None:
         return
     children[fd] = (job["id"], pid)
     sel.register(fd, selectors.EVENT_READ, pid)
-    _say({"id": job["id"], "pid": pid, "rss0": _rss(pid)})
+    _say({"id": job["id"], "pid": pid, "rss0": _rss(pid), "t0": t0})
 
 
 def _rss(pid: int) -> int:

@@ -357,6 +357,7 @@ def test_an_idle_r_zygote_loads_what_an_error_needs_after_its_first_stage(tmp_pa
 def test_ambidex_run_of_a_cycle_starts_its_candidates_zygotes_first(tmp_path):
     from ambidex.cli.project import _cycle_zygotes_ahead
 
+    (tmp_path / "ambidex.yaml").write_text("version: 1\nproject: t\n")
     cycle = tmp_path / "c.yaml"
     cycle.write_text("cycle:\n  candidates:\n    - {name: a, lang: r, builtin: train}\n"
                      "    - {name: b, lang: python, builtin: train}\n    - {name: c, lang: python, script: s.py}\n")
@@ -366,3 +367,16 @@ def test_ambidex_run_of_a_cycle_starts_its_candidates_zygotes_first(tmp_path):
     broken = tmp_path / "b.yaml"
     broken.write_text("cycle: [unclosed\n")
     assert _cycle_zygotes_ahead(plain) == _cycle_zygotes_ahead(broken) == _cycle_zygotes_ahead(tmp_path / "none") == []
+    # a project with its own R library folders: the stages' environment is the cycle's to work out
+    (tmp_path / "ambidex.yaml").write_text("version: 1\nproject: t\nr:\n  libs: [rlib]\n")
+    assert _cycle_zygotes_ahead(cycle) == []
+
+
+@pytest.mark.parametrize("in_block", [False, True])
+def test_r_code_at_its_top_level_errors_and_binds_args_as_rscript_does(in_block, tmp_path):
+    with runners.stage_zygotes() if in_block else _nothing():
+        rc, tail = runners.run_r_code('stop("top")', [], cwd=tmp_path, log_dir=tmp_path / "a")
+        assert rc == 1 and "Error: top" in tail and "Execution halted" in tail
+        rc, tail = runners.run_r_code('cat(class(args), length(args), file = file.path(getwd(), "n.txt"))', [],
+                                      cwd=tmp_path, log_dir=tmp_path / "b")
+        assert rc == 0 and (tmp_path / "n.txt").read_text() == "character 0"

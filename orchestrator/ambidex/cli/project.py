@@ -127,9 +127,11 @@ def run(pipeline: Path, window: str | None, require_clean: bool, as_json: bool) 
 
 def _cycle_zygotes_ahead(pipeline: Path) -> list:
     """For a pipeline with a cycle: section, the scoring stages of its built-in candidates' runtimes, whose
-    zygotes (runners.stage_zygotes) the cycle will fork from: the window's score step, and its training. A
-    plain reading of the YAML, before it is validated (load_pipeline then says what is wrong with it);
-    nothing for anything else."""
+    zygotes (runners.stage_zygotes) the cycle forks from: every window scores with them (the live revision
+    holds the candidates' models) and the cold start trains with them. A plain reading of the pipeline's
+    and the project's YAML, before either is validated (loading them then says what is wrong); nothing for
+    a plain pipeline, nor where the project sets its own Rscript, R library folders or Python (the stages'
+    environment would differ: the cycle starts those zygotes itself, from the stages' own launches)."""
     import yaml
 
     from ..runners import scoring_launch
@@ -137,7 +139,13 @@ def _cycle_zygotes_ahead(pipeline: Path) -> list:
     try:
         doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
         langs = {c.get("lang") for c in doc["cycle"]["candidates"] if c.get("builtin")}
+        here = pipeline.resolve().parent
+        project = next(f / "ambidex.yaml" for f in (here, *here.parents) if (f / "ambidex.yaml").is_file())
+        settings = yaml.safe_load(project.read_text(encoding="utf-8")) or {}
     except Exception:  # noqa: BLE001 - not a cycle, or not valid: no zygote ahead
+        return []
+    r, py = settings.get("r") or {}, settings.get("python") or {}
+    if r.get("rscript", "Rscript") != "Rscript" or r.get("libs") or py.get("executable"):
         return []
     return [scoring_launch(lang) for lang in sorted(langs) if lang in ("python", "r")]
 
