@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ambidex_stage._process import kill_session
+
 from .errors import ArtifactError, ContractError, StageError
 
 __all__ = ["StageLaunch", "StageOutcome", "run_stage", "stage_zygotes", "r_library", "stderr_tail", "r_version"]
@@ -311,7 +313,7 @@ class _Zygote:
                         job.pid, job.rss0, job.t0 = msg["pid"], int(msg.get("rss0") or 0), msg.get("t0")
                 if job is None:
                     if "pid" in msg:  # forked after the stage gave up on it and started fresh: not twice
-                        _kill_session(msg["pid"])
+                        kill_session(msg["pid"])
                     continue
                 if "pid" in msg:
                     job.forked.set()
@@ -342,7 +344,7 @@ class _Zygote:
                 job.error = "the zygote ended"
                 job.forked.set()
             elif job.pid:  # the kernel killed it with its zygote; whatever it started goes too
-                _kill_session(job.pid)
+                kill_session(job.pid)
             job.ended = time.perf_counter()
             job.done.set()
 
@@ -377,7 +379,7 @@ class _Zygote:
                 pid = job.pid
             if pid is None:
                 return None
-            _kill_session(pid)  # its answer came as we gave up: the stage runs once, fresh
+            kill_session(pid)  # its answer came as we gave up: the stage runs once, fresh
             return None
         return None if job.error else job
 
@@ -571,18 +573,6 @@ def stage_zygotes(*prestart: "str | StageLaunch", lazy: bool = True):
             last = not _ZYGOTES.depth
         if last:
             _ZYGOTES.stop()
-
-
-def _kill_session(pid: int) -> None:
-    """SIGKILL a forked stage and what it started (its session), or the stage alone before its setsid."""
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-            return
-        except ProcessLookupError:
-            continue
-        except PermissionError:
-            return
 
 
 def _kill_group(pid: int) -> None:

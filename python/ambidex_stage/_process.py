@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 
-__all__ = ["finish", "leave", "tune_gc"]
+__all__ = ["finish", "kill_session", "leave", "tune_gc"]
 
 GC_THRESHOLDS = (20_000, 20, 20)  # Python's default: (700, 10, 10)
 
@@ -61,3 +61,18 @@ def finish(code: int, *, run_atexit: bool = True) -> int:
             if stream is sys.stdout and not code:
                 code = 120
     return code
+
+
+def kill_session(pid: int) -> None:
+    """SIGKILL a forked stage and what it started (its session), or the stage alone before its setsid
+    (``zygote``)."""
+    import signal
+
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            return

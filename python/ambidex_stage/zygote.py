@@ -51,6 +51,8 @@ import sys
 import time
 import traceback
 
+from ._process import kill_session
+
 # what the built-in Python stages import (the scikit-learn parts of the default pipeline included)
 PYTHON_PRELOAD = ("numpy", "pandas", "pyarrow.csv", "ambidex_stage.builtins", "ambidex_stage.tables",
                   "ambidex_stage.run", "sklearn.compose", "sklearn.impute", "sklearn.pipeline",
@@ -232,18 +234,6 @@ def _child(job: dict, r: _R | None, zygote: int) -> None:
     os._exit(code)
 
 
-def _kill(pid: int) -> None:
-    """Kill a child and what it started (its session), or the child alone before its setsid."""
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-            return
-        except ProcessLookupError:
-            continue
-        except OSError:
-            return
-
-
 def _say(msg: dict) -> None:
     os.write(_OUT, (json.dumps(msg) + "\n").encode())
 
@@ -288,7 +278,7 @@ def main(argv: list[str]) -> int:
                     open_input = False
                     sel.unregister(0)
                     for _, pid in children.values():  # nobody is waiting for them any more
-                        _kill(pid)
+                        kill_session(pid)
                     continue
                 buf += chunk
                 while b"\n" in buf:
@@ -327,7 +317,7 @@ def _start(job: dict, r: _R | None, sel, children: dict) -> None:
     try:
         fd = os.pidfd_open(pid)
     except OSError as e:  # cannot watch it: it must not run unseen
-        _kill(pid)
+        kill_session(pid)
         os.waitpid(pid, 0)
         _say({"id": job["id"], "error": f"pidfd_open: {e}"})
         return
