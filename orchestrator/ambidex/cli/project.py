@@ -137,7 +137,9 @@ def _cycle_zygotes_ahead(pipeline: Path) -> list:
     from ..runners import scoring_launch
 
     try:
-        doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
+        if pipeline.stat().st_size > 1 << 20:  # a peek, not a parse of anything big (load_pipeline judges it)
+            return []
+        doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))  # aliases are shared, never expanded
         langs = {c.get("lang") for c in doc["cycle"]["candidates"] if c.get("builtin")}
         here = pipeline.resolve().parent
         project = next(f / "ambidex.yaml" for f in (here, *here.parents) if (f / "ambidex.yaml").is_file())
