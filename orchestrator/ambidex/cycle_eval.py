@@ -222,10 +222,8 @@ def _score_r_models(svc, folders: list, csv, work) -> list:
     from .errors import StageError
     from .runners import run_r_code
 
-    r = getattr(svc.ws.settings, "r", None)
     code, tail = run_r_code(_R_SCORE, [csv, work, *folders], cwd=svc.ws.root, log_dir=work,
-                            rscript=getattr(r, "rscript", None) or "Rscript",
-                            r_libs=tuple(str(svc.ws.root / x) for x in (getattr(r, "libs", None) or [])))
+                            rscript=svc.ws.rscript, r_libs=svc.ws.r_libs)
     if code:
         raise StageError(f"Scoring the R contestants on the hold-out failed (exit {code}): {tail[-1500:]}",
                          code="stage.crashed",

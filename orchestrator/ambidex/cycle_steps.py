@@ -61,7 +61,7 @@ class Services:
         reg = ws.registry()
         notifier = Notifier(reg.engine, pipeline.notify or getattr(ws.settings, "notify", None) or NotifySpec())
         deps = Deployments(reg.engine, store=reg.store, actor=reg.actor, notify=notifier)
-        rscript = getattr(getattr(ws.settings, "r", None), "rscript", "Rscript")
+        rscript = ws.rscript
 
         def launch(model_dir, inp, out, keep=None, chunk_size=None, feed=None):
             return score_model(model_dir, inp, out, project_root=ws.root, work_dir=ws.state_dir / "scoring",
@@ -133,8 +133,7 @@ class Services:
 
         live = self.live()
         if live is not None:
-            rscript = getattr(getattr(self.ws.settings, "r", None), "rscript", "Rscript")
-            return [scoring_launch(lang, rscript=rscript) for lang in sorted(self.deps.languages(live))
+            return [scoring_launch(lang, rscript=self.ws.rscript) for lang in sorted(self.deps.languages(live))
                     ] if "score" not in done else []
         if "bootstrap" in done:
             return []

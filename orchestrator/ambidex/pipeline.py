@@ -211,7 +211,6 @@ def check_outputs(stage_name: str, outcome: StageOutcome, outputs: dict) -> None
 def _launch_for(stage, pipeline, ws: Workspace, stage_dir: Path) -> StageLaunch:
     defaults = pipeline.defaults
     runner = "subprocess" if stage.lang == "python" else (stage.runner or defaults.runner)
-    r_settings = getattr(ws.settings, "r", None)
     py_settings = getattr(ws.settings, "python", None)
     return StageLaunch(
         stage=stage.name, lang=stage.lang, runner=runner,
@@ -219,8 +218,7 @@ def _launch_for(stage, pipeline, ws: Workspace, stage_dir: Path) -> StageLaunch:
         context_path=stage_dir / "context.json", stage_dir=stage_dir, project_root=ws.root,
         timeout=float(stage.timeout or defaults.timeout),
         python=(py_settings.executable if py_settings and py_settings.executable else os.sys.executable),
-        rscript=(r_settings.rscript if r_settings else "Rscript"),
-        r_libs=tuple(str(ws.root / p) for p in (r_settings.libs or [])) if r_settings else (),
+        rscript=ws.rscript, r_libs=ws.r_libs,
     )
 
 

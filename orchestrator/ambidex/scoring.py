@@ -24,10 +24,9 @@ def score_folder(ws: Workspace, model_dir: Path, input_csv: Path, output_csv: Pa
                  keep: list[str] | None = None, timeout: float = 3600, runner: str | None = None) -> dict:
     """Score ``input_csv`` (typed table) with the model in ``model_dir`` within a project; write
     ``output_csv`` and its schema sidecar. Returns the stage's result.json. Raises StageError."""
-    r_settings = getattr(ws.settings, "r", None)
     return score_model(model_dir, input_csv, output_csv, project_root=ws.root,
-                       work_dir=ws.state_dir / "scoring", keep=keep, timeout=timeout,
-                       rscript=(r_settings.rscript if r_settings else "Rscript"), runner=runner)
+                       work_dir=ws.state_dir / "scoring", keep=keep, timeout=timeout, rscript=ws.rscript,
+                       runner=runner)
 
 
 def parts_dir(output_csv: Path) -> Path:

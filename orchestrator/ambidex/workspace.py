@@ -47,6 +47,16 @@ class Workspace:
         return self._path(self.settings.state)
 
     @property
+    def rscript(self) -> str:
+        """The Rscript the project's R stages run with (``r.rscript``; ``Rscript`` on PATH by default)."""
+        return getattr(getattr(self.settings, "r", None), "rscript", None) or "Rscript"
+
+    @property
+    def r_libs(self) -> tuple[str, ...]:
+        """The project's own R library folders (``r.libs``), absolute, put before ambidex's in R_LIBS."""
+        return tuple(str(self._path(p)) for p in (getattr(getattr(self.settings, "r", None), "libs", None) or []))
+
+    @property
     def artifacts_dir(self) -> Path:
         return self._path(self.settings.artifacts)
 

@@ -37,7 +37,7 @@ class _Ctx:
         self.engine = reg.engine
         self.notifier = Notifier(reg.engine, _section(ws, "notify", NotifySpec))
         self.deps = Deployments(reg.engine, store=reg.store, actor=reg.actor, notify=self.notifier)
-        self.rscript = rscript = getattr(getattr(ws.settings, "r", None), "rscript", "Rscript")
+        self.rscript = rscript = ws.rscript
         work = ws.state_dir / "scoring"
 
         def launch(model_dir, inp, out, keep=None, chunk_size=None, feed=None):
