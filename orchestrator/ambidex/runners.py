@@ -284,7 +284,6 @@ class _Zygote:
     answers (the child's pid when forked, its wait status and rusage when it ends)."""
 
     def __init__(self, lang: str, python: str, env: dict[str, str]) -> None:
-        self.lang, self.env = lang, env
         self.lock = threading.Lock()  # the jobs
         self.write_lock = threading.Lock()  # the pipe to it
         self.jobs: dict[int, _Forked] = {}
@@ -299,7 +298,8 @@ class _Zygote:
         threading.Thread(target=self._read, daemon=True, name=f"ambidex-zygote-{lang}").start()
 
     def _read(self) -> None:
-        try:
+        # a broken pipe, or a line that is not an answer, is taken as its end
+        with suppress(OSError, ValueError):
             for line in self.proc.stdout:
                 msg = json.loads(line)
                 if "ready" in msg:
@@ -329,8 +329,6 @@ class _Zygote:
                     with self.lock:
                         self.jobs.pop(msg["id"], None)
                     job.done.set()
-        except (OSError, ValueError):
-            pass
         # it ended: every stage still running in it was killed with it (PR_SET_PDEATHSIG)
         if not self.ready.is_set():
             self.load_failed = True
@@ -464,8 +462,10 @@ class _Zygotes:
                     return None
             return z
 
-    def fork(self, launch: StageLaunch, env: dict[str, str], out_path: Path, err_path: Path) -> _Forked | None:
-        """``launch`` forked from its zygote (started now if need be), or None to start it fresh."""
+    def fork(self, launch: StageLaunch, env: dict[str, str], out_path: Path, err_path: Path,
+             what: dict | None = None) -> _Forked | None:
+        """``launch`` (or ``what`` with its environment: ``{"r_code": ..., "args": [...]}``) forked from its
+        zygote, started now if need be; None to start it fresh."""
         if not self.usable(launch, env):
             return None
         # R stages are forked from a Python process that embeds R: the orchestrator's own interpreter,
@@ -473,7 +473,7 @@ class _Zygotes:
         z = self.get(launch.lang, _zygote_python(launch), env, start=self.lazy)
         if z is None:
             return None
-        return z.fork({"builtin": launch.builtin}, launch.project_root, env, out_path, err_path,
+        return z.fork(what or {"builtin": launch.builtin}, launch.project_root, env, out_path, err_path,
                       min(launch.timeout, self.READY_WAIT))
 
     def prestart(self, launch: StageLaunch) -> None:
@@ -530,15 +530,13 @@ def run_r_code(code: str, args: list[str], *, cwd: Path, log_dir: Path, rscript:
     a :func:`stage_zygotes` block, else in a fresh ``Rscript --vanilla``; with the environment of a
     built-in R stage. Returns (exit code, the tail of its stderr); its logs are ``log_dir/r.out|r.err``."""
     launch = StageLaunch(stage="r_code", lang="r", runner="rscript", script=None, builtin="score",
-                         context_path=Path("-"), stage_dir=log_dir, project_root=Path(cwd), timeout=0,
-                         rscript=rscript, r_libs=tuple(r_libs))
+                         context_path=Path("-"), stage_dir=log_dir, project_root=Path(cwd),
+                         timeout=_Zygotes.READY_WAIT, rscript=rscript, r_libs=tuple(r_libs))
     env = stage_env(launch)
     env.pop("AMBIDEX_CONTEXT", None)
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / "r.out", log_dir / "r.err"
-    z = _ZYGOTES.get("r", sys.executable, env, start=_ZYGOTES.lazy) if _ZYGOTES.usable(launch, env) else None
-    forked = z.fork({"r_code": code, "args": [str(a) for a in args]}, Path(cwd), env, out_path, err_path,
-                    _ZYGOTES.READY_WAIT) if z is not None else None
+    forked = _ZYGOTES.fork(launch, env, out_path, err_path, {"r_code": code, "args": [str(a) for a in args]})
     if forked is not None:
         forked.done.wait()
         code_ = os.waitstatus_to_exitcode(forked.status) if forked.status is not None else -signal.SIGKILL
@@ -564,8 +562,8 @@ def stage_zygotes(*prestart: "str | StageLaunch", lazy: bool = True):
         _ZYGOTES.depth += 1
     block = ZygoteBlock()
     try:
-        for lang in prestart:
-            block.prestart(lang)
+        for what in prestart:
+            block.prestart(what)
         yield block
     finally:
         with _ZYGOTES.lock:

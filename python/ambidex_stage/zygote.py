@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from contextlib import suppress
 import os
 import selectors
 import signal
@@ -113,11 +114,9 @@ class _R:
                             if k not in before and k not in ("LD_LIBRARY_PATH", "PYTHON_SESSION_INITIALIZED")}
 
     def load_idle(self) -> None:
-        """Run the next step of R_IDLE."""
-        try:
+        """Run the next step of R_IDLE (only ahead of time: a stage that needs what failed loads it itself)."""
+        with suppress(Exception):
             self.ro.r(f"invisible({self.idle.pop(0)})")
-        except Exception:  # noqa: BLE001 - only ahead of time: a stage that needs it loads it itself
-            pass
 
     def begin(self) -> None:
         """In the child, before the stage: R as ``Rscript`` has it where it matters to a stage."""
@@ -128,22 +127,20 @@ class _R:
 
     def run(self, builtin: str) -> int:
         # parentheses: rpy2 returns None for an invisible value; run_stage catches every R error itself
-        status = self.ro.r(f"(ambidex::run_stage(builtin = {json.dumps(builtin)}, exit = FALSE))")
-        return int(status[0]) if status is not None and len(status) else 1
+        return _status(self.ro.r(f"(ambidex::run_stage(builtin = {json.dumps(builtin)}, exit = FALSE))"))
 
     def run_code(self, code: str, args: list[str]) -> int:
         """ambidex's own R code (``runners.run_r_code``) with ``args`` bound to ``args``; 1 if it fails, with
         the error on stderr as Rscript writes it (no R error reaches the top level of the embedded R)."""
         bound = ", ".join(json.dumps(str(a)) for a in args)  # a JSON string is an R string literal
-        status = self.ro.r(
+        return _status(self.ro.r(
             f"(tryCatch({{ local({{\nargs <- as.character(c({bound}))\n{code}\n}}); 0L }}, error = function(e) {{\n"
             "  call <- conditionCall(e)\n"
             "  if (is.call(call) && identical(call[[1L]], quote(eval))) call <- NULL  # the code's own top level\n"
             "  msg <- if (is.null(call)) paste0('Error: ', conditionMessage(e))\n"
             "         else paste0('Error in ', paste(deparse(call, nlines = 1L), collapse = ''), ' : ',"
             " conditionMessage(e))\n"
-            "  message(msg); message('Execution halted'); 1L }))")
-        return int(status[0]) if status is not None and len(status) else 1
+            "  message(msg); message('Execution halted'); 1L }))"))
 
     def cleanup(self) -> None:
         """The zygote's end: the session's temporary folder, which its children shared, goes (os._exit skips
@@ -151,6 +148,21 @@ class _R:
         import shutil
 
         shutil.rmtree(self.tempdir, ignore_errors=True)
+
+
+def _status(value) -> int:
+    """An R integer status as the exit code; 1 when R gave none."""
+    return int(value[0]) if value is not None and len(value) else 1
+
+
+def _libc():
+    """The C library of this process (prctl, clearenv, fflush); None where ctypes cannot load it."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def _preload(lang: str):
@@ -178,13 +190,9 @@ def _become(job: dict, zygote: int, r: _R | None) -> None:
     os.close(null)
     os.close(_OUT)  # only the zygote answers the orchestrator
     os.setsid()
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
+    if libc is not None and hasattr(libc, "prctl"):  # not Linux: the zygote kills them when its input ends
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the zygote kills its children when its input ends
-        libc = None
     if os.getppid() != zygote:  # the zygote died before the request above took effect
         os._exit(1)
     if r is not None:  # Python's default SIGINT handler would raise inside R; R installs none embedded
@@ -215,22 +223,16 @@ def _child(job: dict, r: _R | None, zygote: int) -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # noqa: BLE001 - reported in the stage's stderr, exit 1
-        try:
+        with suppress(Exception):  # stderr itself may be what failed
             traceback.print_exc()
-        except Exception:  # noqa: BLE001
-            pass
         code = 1
     # as a fresh process ends (_process.finish): non-daemon threads, atexit handlers, flushed output. Not
     # for R: R's end (rpy2's atexit handler) would remove the session's temporary folder, which the zygote
     # and its other children share; C's buffered output is flushed instead.
     code = finish(code, run_atexit=r is None)
-    if r is not None:
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).fflush(None)
-        except (OSError, AttributeError):
-            pass
+    libc = _libc() if r is not None else None
+    if libc is not None:
+        libc.fflush(None)
     os._exit(code)
 
 
