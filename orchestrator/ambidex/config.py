@@ -33,6 +33,7 @@ from .fs_spec import MartSpec
 from .governance import GovernanceSpec
 from .notify import NotifySpec
 from .errors import ConfigError
+from .workspace import PROJECT_FILE, find_project_root  # noqa: F401 - part of this module's API
 from .yamlload import Check, YamlDocument, format_path, load_validated
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
-PROJECT_FILE = "ambidex.yaml"
 DEFAULT_REGISTRY = "sqlite:///.ambidex/registry.db"
 _UPGRADE = "Upgrade ambidex to read it: pip install -U ambidex."
 
@@ -691,20 +691,6 @@ def load_project(root: Path) -> Project:
     return project
 
 
-def find_project_root(start: Path) -> Path:
-    """The nearest folder at or above ``start`` that holds ambidex.yaml.
-
-    >>> find_project_root(Path("/srv/churn/config"))                 # doctest: +SKIP
-    PosixPath('/srv/churn')
-    """
-    here = Path(start).resolve()
-    if here.is_file():
-        here = here.parent
-    for folder in (here, *here.parents):
-        if (folder / PROJECT_FILE).is_file():
-            return folder
-    raise ConfigError(f"No {PROJECT_FILE} in {here} or any folder above it.", code="config.not_found",
-                      hint="Run 'ambidex init' to create a project, or cd into one.")
 
 
 def load_pipeline(path: Path, project_root: Path) -> Pipeline:

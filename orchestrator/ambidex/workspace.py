@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-__all__ = ["Workspace", "current_actor"]
+from .errors import ConfigError
+
+__all__ = ["Workspace", "current_actor", "find_project_root", "PROJECT_FILE"]
+
+PROJECT_FILE = "ambidex.yaml"
 
 
 def current_actor() -> str:
@@ -20,6 +24,22 @@ def current_actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid:{os.getuid()}"
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest folder at or above ``start`` that holds ambidex.yaml.
+
+    >>> find_project_root(Path("/srv/churn/config"))                 # doctest: +SKIP
+    PosixPath('/srv/churn')
+    """
+    here = Path(start).resolve()
+    if here.is_file():
+        here = here.parent
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    raise ConfigError(f"No {PROJECT_FILE} in {here} or any folder above it.", code="config.not_found",
+                      hint="Run 'ambidex init' to create a project, or cd into one.")
 
 
 @dataclass
@@ -33,7 +53,7 @@ class Workspace:
     @classmethod
     def find(cls, start: Path) -> "Workspace":
         """The project holding ``start`` (walking up to ``ambidex.yaml``)."""
-        from .config import find_project_root, load_project
+        from .config import load_project
 
         root = find_project_root(Path(start).resolve())
         return cls(root=root, settings=load_project(root))

@@ -135,14 +135,14 @@ def _cycle_zygotes_ahead(pipeline: Path) -> list:
     import yaml
 
     from ..runners import scoring_launch
+    from ..workspace import PROJECT_FILE, find_project_root
 
     try:
         if pipeline.stat().st_size > 1 << 20:  # a peek, not a parse of anything big (load_pipeline judges it)
             return []
         doc = yaml.safe_load(pipeline.read_text(encoding="utf-8"))  # aliases are shared, never expanded
         langs = {c.get("lang") for c in doc["cycle"]["candidates"] if c.get("builtin")}
-        here = pipeline.resolve().parent
-        project = next(f / "ambidex.yaml" for f in (here, *here.parents) if (f / "ambidex.yaml").is_file())
+        project = find_project_root(pipeline.resolve().parent) / PROJECT_FILE
         settings = yaml.safe_load(project.read_text(encoding="utf-8")) or {}
     except Exception:  # noqa: BLE001 - not a cycle, or not valid: no zygote ahead
         return []
